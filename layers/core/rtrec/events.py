@@ -1,0 +1,227 @@
+"""Behaviour-event schema and validation.
+
+Two shapes exist. A *client event* is what a client posts to ``POST /v1/events``
+(no user: the user is always the token's ``sub``). A *stream record* is what the
+collect function writes to Kinesis: the validated event, the user id and a
+normalised epoch-millisecond timestamp. Both are validated here, so the
+collect and ingest functions cannot disagree about what a valid event is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rtrec.features import EVENT_TYPES
+
+MAX_EVENTS_PER_REQUEST = 100
+MAX_BODY_BYTES = 64 * 1024
+MAX_ID_LENGTH = 64
+MAX_CONTEXT_ENTRIES = 10
+MAX_CONTEXT_KEY_LENGTH = 32
+MAX_CONTEXT_VALUE_LENGTH = 128
+# A client clock a little ahead is normal; far ahead would pin the user's
+# "last event" fields to the future, so it is rejected.
+MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+# Older events are not news any more: they would only distort decayed interests.
+MAX_EVENT_AGE_MS = 7 * 24 * 3600 * 1000
+MIN_RATING, MAX_RATING = 0.0, 5.0
+
+_CLIENT_FIELDS = frozenset(
+    {"event_id", "item_id", "type", "timestamp", "value", "session_id", "recommendation_id", "context"}
+)
+_RECORD_FIELDS = frozenset(
+    {"user_id", "event_id", "item_id", "type", "ts", "value", "session_id", "recommendation_id", "context"}
+)
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the schema; the message says why, for the caller."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One validated behaviour event of one user."""
+
+    user_id: str
+    event_id: str
+    item_id: str
+    type: str
+    ts: int  # epoch milliseconds
+    value: float | None = None
+    session_id: str | None = None
+    recommendation_id: str | None = None
+    context: dict[str, str] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-ready stream record (what the collect function writes to Kinesis)."""
+        record: dict[str, Any] = {
+            "user_id": self.user_id,
+            "event_id": self.event_id,
+            "item_id": self.item_id,
+            "type": self.type,
+            "ts": self.ts,
+        }
+        for name in ("value", "session_id", "recommendation_id"):
+            if getattr(self, name) is not None:
+                record[name] = getattr(self, name)
+        if self.context:
+            record["context"] = dict(self.context)
+        return record
+
+    def to_bytes(self) -> bytes:
+        """Compact UTF-8 JSON of :meth:`to_record`."""
+        return json.dumps(self.to_record(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def parse_timestamp(raw: Any) -> int:
+    """ISO-8601 (with a zone) or epoch milliseconds -> epoch milliseconds."""
+    if isinstance(raw, bool):
+        raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds")
+    if isinstance(raw, int | float):
+        if not math.isfinite(raw) or raw < 0:
+            raise InvalidEvent("timestamp must be a non-negative epoch-milliseconds number")
+        # Epoch seconds are a common client mistake; a value this small is 1970 in milliseconds.
+        if raw < 100_000_000_000:
+            raise InvalidEvent("timestamp looks like epoch seconds; send epoch milliseconds")
+        return int(raw)
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.isdigit():
+            return parse_timestamp(int(text))
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds") from None
+        if parsed.tzinfo is None:
+            raise InvalidEvent("ISO-8601 timestamp needs a time zone (e.g. 'Z')")
+        return round(parsed.timestamp() * 1000)
+    raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds")
+
+
+def _identifier(raw: dict, name: str, required: bool = True) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise InvalidEvent(f"{name} is required")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEvent(f"{name} must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidEvent(f"{name} must be at most {MAX_ID_LENGTH} characters")
+    if any(ord(ch) < 32 for ch in value):
+        raise InvalidEvent(f"{name} must not contain control characters")
+    return value
+
+
+def _event_type(raw: dict) -> str:
+    value = raw.get("type")
+    if value is None:
+        raise InvalidEvent("type is required")
+    if value not in EVENT_TYPES:
+        raise InvalidEvent(f"type must be one of {', '.join(EVENT_TYPES)}")
+    return value
+
+
+def _value(raw: dict, event_type: str) -> float | None:
+    value = raw.get("value")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidEvent("value must be a number")
+    if event_type == "rating" and not MIN_RATING <= value <= MAX_RATING:
+        raise InvalidEvent(f"a rating value must be between {MIN_RATING:g} and {MAX_RATING:g}")
+    return float(value)
+
+
+def _context(raw: dict) -> dict[str, str]:
+    value = raw.get("context")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidEvent("context must be an object of strings")
+    if len(value) > MAX_CONTEXT_ENTRIES:
+        raise InvalidEvent(f"context holds at most {MAX_CONTEXT_ENTRIES} entries")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise InvalidEvent("context values must be strings (a flat map)")
+        if len(key) > MAX_CONTEXT_KEY_LENGTH or len(item) > MAX_CONTEXT_VALUE_LENGTH:
+            raise InvalidEvent(
+                f"context keys are at most {MAX_CONTEXT_KEY_LENGTH} and values "
+                f"at most {MAX_CONTEXT_VALUE_LENGTH} characters"
+            )
+    return dict(value)
+
+
+def _reject_unknown(raw: dict, allowed: frozenset[str]) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise InvalidEvent(f"unknown field(s): {', '.join(unknown)}")
+
+
+def validate_client_event(raw: Any, user_id: str, now_ms: int) -> Event:
+    """Validate one event as posted by a client; the user comes from the token, never the body."""
+    if not isinstance(raw, dict):
+        raise InvalidEvent("an event must be a JSON object")
+    if "user_id" in raw:
+        raise InvalidEvent("user_id is not accepted in the body; the user is taken from the token")
+    _reject_unknown(raw, _CLIENT_FIELDS)
+    event_id = _identifier(raw, "event_id")
+    item_id = _identifier(raw, "item_id")
+    event_type = _event_type(raw)
+    if "timestamp" not in raw:
+        raise InvalidEvent("timestamp is required")
+    ts = parse_timestamp(raw["timestamp"])
+    if ts > now_ms + MAX_CLOCK_SKEW_MS:
+        raise InvalidEvent("timestamp is in the future")
+    if ts < now_ms - MAX_EVENT_AGE_MS:
+        raise InvalidEvent("timestamp is older than 7 days")
+    return Event(
+        user_id=user_id,
+        event_id=event_id,
+        item_id=item_id,
+        type=event_type,
+        ts=ts,
+        value=_value(raw, event_type),
+        session_id=_identifier(raw, "session_id", required=False),
+        recommendation_id=_identifier(raw, "recommendation_id", required=False),
+        context=_context(raw),
+    )
+
+
+def parse_stream_record(data: bytes) -> Event:
+    """Decode and validate one Kinesis record payload written by the collect function.
+
+    Raises InvalidEvent for anything that is not a valid record (bad UTF-8, bad
+    JSON, schema violation): such a record can never succeed on retry.
+    """
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidEvent("record is not UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise InvalidEvent(f"record is not JSON: {error.msg}") from None
+    if not isinstance(raw, dict):
+        raise InvalidEvent("record must be a JSON object")
+    _reject_unknown(raw, _RECORD_FIELDS)
+    user_id = _identifier(raw, "user_id")
+    event_id = _identifier(raw, "event_id")
+    item_id = _identifier(raw, "item_id")
+    event_type = _event_type(raw)
+    ts = raw.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+        raise InvalidEvent("ts must be epoch milliseconds (an integer)")
+    return Event(
+        user_id=user_id,
+        event_id=event_id,
+        item_id=item_id,
+        type=event_type,
+        ts=ts,
+        value=_value(raw, event_type),
+        session_id=_identifier(raw, "session_id", required=False),
+        recommendation_id=_identifier(raw, "recommendation_id", required=False),
+        context=_context(raw),
+    )

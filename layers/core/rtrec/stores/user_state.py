@@ -1,0 +1,62 @@
+"""DynamoDB access for the per-user state item (table env USER_STATE_TABLE, key user_id)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from rtrec.state import UserState
+
+
+class VersionConflict(Exception):
+    """Another writer changed the item since it was read (optimistic lock lost)."""
+
+
+class UserStateStore:
+    """Reads and conditionally writes ``UserState`` items.
+
+    ``table`` is a boto3 DynamoDB ``Table`` resource; tests pass one bound to moto.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    @classmethod
+    def from_env(cls, resource: Any = None) -> UserStateStore:
+        """The store for the table named by USER_STATE_TABLE."""
+        if resource is None:
+            import boto3
+
+            resource = boto3.resource("dynamodb")
+        return cls(resource.Table(os.environ["USER_STATE_TABLE"]))
+
+    def get(self, user_id: str, consistent: bool = True) -> UserState | None:
+        """The user's state, or None for a user with no events yet."""
+        response = self._table.get_item(Key={"user_id": user_id}, ConsistentRead=consistent)
+        item = response.get("Item")
+        return None if item is None else UserState.from_item(item)
+
+    def put(self, state: UserState) -> None:
+        """Write ``state`` if the stored version is still ``state.version - 1``.
+
+        Raises VersionConflict when it is not; other ClientErrors (throttling,
+        timeouts) propagate for the caller to report as retryable.
+        """
+        expected = state.version - 1
+        if expected <= 0:
+            condition = "attribute_not_exists(user_id)"
+            values: dict[str, Any] = {}
+        else:
+            condition = "version = :expected"
+            values = {":expected": expected}
+        kwargs: dict[str, Any] = {"Item": state.to_item(), "ConditionExpression": condition}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self._table.put_item(**kwargs)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise VersionConflict(state.user_id) from error
+            raise
