@@ -1,0 +1,213 @@
+"""Ranking rules applied after the model: pure functions over numpy arrays, no I/O.
+
+The model orders the retrieved candidates; these rules decide what the caller sees:
+items the user already interacted with (or asked to exclude) never appear, an optional
+genre filter restricts the catalog, a per-genre cap keeps the list diverse, and a share
+of the slots goes to exploration items the model is unsure of. Every pick carries the
+reason it is there, so clients and offline analysis can tell model picks from fallbacks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+REASON_MODEL = "model"
+REASON_EXPLORE = "explore"
+REASON_POPULAR = "popular"
+REASON_COLD_START = "cold_start"
+REASONS: tuple[str, ...] = (REASON_MODEL, REASON_EXPLORE, REASON_POPULAR, REASON_COLD_START)
+
+# A popular item outside every genre the user showed interest in keeps this share of its weight.
+_OFF_INTEREST_WEIGHT = 0.25
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One recommended item: its catalog index, its score and why it was chosen."""
+
+    index: int
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class RankingRules:
+    """What the caller asked for and the service's diversity settings.
+
+    `genre_cap_share` bounds the share of the list any single genre may fill (genres the
+    caller filtered on are exempt, since every item carries them); `exploration_share`
+    is the share of slots given to exploration items (rounded down, so small lists have none).
+    """
+
+    k: int
+    genre_cap_share: float = 0.5
+    exploration_share: float = 0.1
+    filter_genres: frozenset[int] = frozenset()
+
+    @property
+    def per_genre_cap(self) -> int:
+        return max(1, math.ceil(self.k * self.genre_cap_share))
+
+    @property
+    def exploration_slots(self) -> int:
+        return min(self.k - 1, int(self.k * self.exploration_share)) if self.k > 1 else 0
+
+
+def allowed_mask(
+    num_items: int,
+    blocked: Iterable[int] = (),
+    genre_matrix: np.ndarray | None = None,
+    filter_genres: Collection[int] = (),
+) -> np.ndarray:
+    """Boolean mask over catalog indices 0..num_items: True where an item may be recommended.
+
+    Index 0 (padding) and every blocked index are False; with a genre filter, only items
+    carrying at least one of the genres stay True. `genre_matrix` is the catalog's
+    multi-hot (num_items + 1, len(GENRES)) matrix.
+    """
+    mask = np.ones(num_items + 1, dtype=bool)
+    mask[0] = False
+    if filter_genres:
+        if genre_matrix is None:
+            raise ValueError("a genre filter needs the catalog's genre matrix")
+        mask &= genre_matrix[:, sorted(filter_genres)].any(axis=1)
+    blocked_array = np.fromiter(blocked, dtype=np.int64)
+    blocked_array = blocked_array[(blocked_array > 0) & (blocked_array <= num_items)]
+    mask[blocked_array] = False
+    return mask
+
+
+def diversify(
+    ranked: Sequence[int],
+    genre_ids: Sequence[Sequence[int]],
+    count: int,
+    cap: int,
+    exempt_genres: Collection[int] = (),
+) -> list[int]:
+    """Positions (into `ranked`) of up to `count` items, best first, with no genre over `cap`.
+
+    An item counts against every genre it carries. When the cap leaves fewer than `count`
+    items, the best of the skipped ones fill the rest: a short list would serve nobody.
+    `genre_ids[i]` holds the genres of catalog index i + 1.
+    """
+    chosen: list[int] = []
+    skipped: list[int] = []
+    per_genre: dict[int, int] = {}
+    for position, index in enumerate(ranked):
+        if len(chosen) == count:
+            break
+        genres = [g for g in genre_ids[index - 1] if g not in exempt_genres]
+        if all(per_genre.get(g, 0) < cap for g in genres):
+            chosen.append(position)
+            for g in genres:
+                per_genre[g] = per_genre.get(g, 0) + 1
+        else:
+            skipped.append(position)
+    if len(chosen) < count:
+        chosen.extend(skipped[: count - len(chosen)])
+        chosen.sort()
+    return chosen
+
+
+def uncertainty(scores: np.ndarray) -> np.ndarray:
+    """How unsure the model is about each candidate, in [0, 1]: 1 at the pool's median score.
+
+    Uses only the score order within the pool, so it holds for any score scale.
+    """
+    if scores.size == 0:
+        return scores.astype(np.float64)
+    distance = np.abs(scores.astype(np.float64) - float(np.median(scores)))
+    spread = float(distance.max())
+    if spread == 0.0:
+        return np.ones_like(distance)
+    return 1.0 - distance / spread
+
+
+def rank_candidates(
+    indices: np.ndarray,
+    scores: np.ndarray,
+    genre_ids: Sequence[Sequence[int]],
+    rules: RankingRules,
+    rng: np.random.Generator,
+) -> list[Pick]:
+    """Turn model-scored candidates into the final list: diversified top plus exploration.
+
+    `indices`/`scores` are the retrieved candidates (already free of blocked items). The
+    exploitation part is the best-scored items under the genre cap; the exploration slots
+    are drawn, weighted by `uncertainty`, from candidates outside that part, and placed at
+    evenly spaced positions so the first item is always the model's best.
+    """
+    order = np.argsort(-scores, kind="stable")
+    ranked = indices[order]
+    ranked_scores = scores[order]
+    explore_slots = min(rules.exploration_slots, max(0, len(ranked) - rules.k))
+    exploit_count = rules.k - explore_slots
+    exploit_positions = diversify(
+        ranked.tolist(), genre_ids, exploit_count, rules.per_genre_cap, rules.filter_genres
+    )
+    picks = [Pick(int(ranked[p]), float(ranked_scores[p]), REASON_MODEL) for p in exploit_positions]
+    if explore_slots == 0:
+        return picks
+
+    taken = np.zeros(len(ranked), dtype=bool)
+    taken[exploit_positions] = True
+    pool = np.flatnonzero(~taken)
+    weights = uncertainty(ranked_scores[pool]) + 1e-6
+    drawn = rng.choice(pool, size=min(explore_slots, len(pool)), replace=False, p=weights / weights.sum())
+    explore = [Pick(int(ranked[p]), float(ranked_scores[p]), REASON_EXPLORE) for p in sorted(drawn)]
+    gap = len(picks) // (len(explore) + 1) + 1
+    for slot, pick in enumerate(explore, start=1):
+        picks.insert(min(slot * gap, len(picks)), pick)
+    return picks
+
+
+def popular(
+    popularity: np.ndarray,
+    mask: np.ndarray,
+    genre_ids: Sequence[Sequence[int]],
+    rules: RankingRules,
+    reason: str = REASON_POPULAR,
+    genre_weights: np.ndarray | None = None,
+    genre_matrix: np.ndarray | None = None,
+) -> list[Pick]:
+    """The most popular allowed items, diversified like model picks; score = popularity / max.
+
+    With `genre_weights` (a distribution over GENRES, e.g. a user's decayed interests) and the
+    catalog's `genre_matrix`, popularity is boosted toward the user's genres, which is how a
+    user whose items the model does not know still gets a personal answer.
+    `popularity[i]` belongs to catalog index i + 1.
+    """
+    values = np.zeros(mask.shape[0], dtype=np.float64)
+    values[1:] = popularity
+    if genre_weights is not None and genre_matrix is not None and float(genre_weights.sum()) > 0:
+        affinity = genre_matrix @ (genre_weights / genre_weights.sum())
+        values *= _OFF_INTEREST_WEIGHT + affinity
+    top = float(values.max()) or 1.0
+    candidates = np.flatnonzero(mask)
+    if candidates.size == 0:
+        return []
+    # Diversification looks at a bounded prefix: enough to satisfy any cap at k <= 100.
+    prefix = min(candidates.size, max(rules.k * 10, 200))
+    if prefix < candidates.size:
+        best = np.argpartition(-values[candidates], prefix - 1)[:prefix]
+        candidates = candidates[best]
+    ranked = candidates[np.argsort(-values[candidates], kind="stable")]
+    positions = diversify(ranked.tolist(), genre_ids, rules.k, rules.per_genre_cap, rules.filter_genres)
+    return [Pick(int(ranked[p]), float(values[ranked[p]] / top), reason) for p in positions]
+
+
+def top_up(picks: list[Pick], fallback: Iterable[Pick], k: int) -> list[Pick]:
+    """Fill a short list with fallback picks it does not already hold, up to k items."""
+    present = {p.index for p in picks}
+    out = list(picks)
+    for pick in fallback:
+        if len(out) >= k:
+            break
+        if pick.index not in present:
+            out.append(pick)
+            present.add(pick.index)
+    return out
