@@ -1,0 +1,297 @@
+"""The recommendation service: user state + model + ranking rules -> what the API answers.
+
+Sits between the HTTP handler (parsing, auth, metrics) and the pieces it joins: the
+TFLite `Scorer`, the `Catalog` and the pure rules in `rtrec.ranking`. It never raises
+for a model problem: when the model cannot load or a call fails, it answers from
+popularity and marks the outcome degraded, so the API keeps serving.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from rtrec import ranking
+from rtrec.features import GENRE_INDEX, GENRES, PAD_INDEX, Catalog, HistoryStep, encode_history
+from rtrec.ranking import Pick, RankingRules
+
+SOURCE_MODEL = "model"
+SOURCE_COLD_START = "cold_start"
+SOURCE_POPULAR = "popular"
+SOURCE_STATE = "state"
+
+
+class ScorerLike(Protocol):
+    """The part of `rtrec.scorer.Scorer` the service uses (see CONTRACTS)."""
+
+    version: str
+    catalog: Catalog
+
+    def interests(self, items: np.ndarray, signals: np.ndarray) -> np.ndarray: ...
+
+    def score(self, items: np.ndarray, signals: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+
+    def retrieve(
+        self, items: np.ndarray, signals: np.ndarray, top_m: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class StateLike(Protocol):
+    """The part of `rtrec.state.UserState` the service reads."""
+
+    seen_items: list[str]
+    interests: dict[str, Any]
+
+    def history(self) -> list[HistoryStep]: ...
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    """Service settings (from environment variables in the Lambda)."""
+
+    retrieval_size: int = 200
+    exploration_share: float = 0.1
+    genre_cap_share: float = 0.5
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> RecommenderConfig:
+        env = os.environ if environ is None else environ
+        return cls(
+            retrieval_size=int(env.get("RETRIEVAL_SIZE", cls.retrieval_size)),
+            exploration_share=float(env.get("EXPLORATION_SHARE", cls.exploration_share)),
+            genre_cap_share=float(env.get("GENRE_CAP_SHARE", cls.genre_cap_share)),
+        )
+
+
+@dataclass
+class Outcome:
+    """What a service call produced, with enough detail for the response, logs and metrics."""
+
+    picks: list[Pick] = field(default_factory=list)
+    source: str = SOURCE_MODEL
+    degraded: bool = False
+    failure: str | None = None
+    candidates_scored: int = 0
+    unknown_item_ids: list[str] = field(default_factory=list)
+    interests: dict[str, float] = field(default_factory=dict)
+
+
+class Recommender:
+    """One per container: holds the loaded scorer (or why it is missing) and the catalog."""
+
+    def __init__(
+        self,
+        catalog: Catalog | None,
+        scorer: ScorerLike | None,
+        config: RecommenderConfig | None = None,
+        load_error: str | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.scorer = scorer
+        self.config = config or RecommenderConfig()
+        self.load_error = load_error
+        if catalog is not None:
+            self._genre_matrix = catalog.genre_matrix()
+            self._genre_mask = self._genre_matrix.astype(bool)
+            self._genre_prior = _normalise(catalog.popularity @ self._genre_matrix[1:])
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path, config: RecommenderConfig | None = None) -> Recommender:
+        """Load the scorer from the artifact; on any failure keep the catalog alone (degraded mode)."""
+        try:
+            from rtrec.scorer import Scorer
+
+            scorer = Scorer.load(model_dir)
+            return cls(scorer.catalog, scorer, config)
+        except Exception as error:  # the API must keep answering whatever broke in the artifact
+            load_error = f"model failed to load: {type(error).__name__}: {error}"
+        try:
+            catalog = Catalog.load(model_dir)
+        except Exception as error:
+            catalog = None
+            load_error += f"; catalog failed to load: {type(error).__name__}: {error}"
+        return cls(catalog, None, config, load_error)
+
+    @property
+    def model_version(self) -> str | None:
+        return self.scorer.version if self.scorer is not None else None
+
+    def recommend(
+        self,
+        state: StateLike | None,
+        k: int,
+        rng: np.random.Generator,
+        filter_genres: Iterable[str] = (),
+        exclude_item_ids: Iterable[str] = (),
+    ) -> Outcome:
+        """Top-k items for a user: unseen, filtered, diversified, with exploration slots."""
+        if self.catalog is None:
+            return Outcome(source=SOURCE_POPULAR, degraded=True, failure=self.load_error)
+        catalog = self.catalog
+        genre_ids = frozenset(GENRE_INDEX[g] for g in filter_genres)
+        rules = RankingRules(
+            k=k,
+            genre_cap_share=self.config.genre_cap_share,
+            exploration_share=self.config.exploration_share,
+            filter_genres=genre_ids,
+        )
+        history = state.history() if state is not None else []
+        blocked_ids = [*exclude_item_ids, *(state.seen_items if state is not None else ()), *_ids(history)]
+        mask = ranking.allowed_mask(
+            len(catalog), (catalog.index_of(i) for i in blocked_ids), self._genre_mask, genre_ids
+        )
+        items, signals = encode_history(history, catalog)
+
+        if state is None or not items.any():
+            source = SOURCE_POPULAR if state is None else SOURCE_COLD_START
+            degraded = self.scorer is None
+            return Outcome(
+                self._popular(mask, rules, source, state), source, degraded, self._failure(degraded)
+            )
+        if self.scorer is None:
+            return Outcome(
+                self._popular(mask, rules, ranking.REASON_POPULAR), SOURCE_POPULAR, True, self.load_error
+            )
+
+        excluded = np.flatnonzero(~mask[1:]) + 1
+        try:
+            indices, scores = self.scorer.retrieve(
+                items, signals, max(self.config.retrieval_size, k), excluded.astype(np.int64)
+            )
+        except Exception as error:
+            return Outcome(
+                self._popular(mask, rules, ranking.REASON_POPULAR),
+                SOURCE_POPULAR,
+                True,
+                f"model call failed: {type(error).__name__}: {error}",
+            )
+        indices = np.asarray(indices, dtype=np.int64)
+        scores = np.asarray(scores, dtype=np.float32)
+        keep = mask[indices]  # the contract promises this already; the rules must hold regardless
+        picks = ranking.rank_candidates(indices[keep], scores[keep], catalog.genre_ids, rules, rng)
+        if len(picks) < k:
+            remaining = mask.copy()
+            remaining[[p.index for p in picks]] = False
+            picks = ranking.top_up(picks, self._popular(remaining, rules, ranking.REASON_POPULAR), k)
+        return Outcome(picks, SOURCE_MODEL, candidates_scored=int(indices.size))
+
+    def rank(self, state: StateLike | None, item_ids: Sequence[str]) -> Outcome:
+        """Order the caller's own candidates for this user; unknown ids are reported, not fatal."""
+        if self.catalog is None:
+            return Outcome(
+                source=SOURCE_POPULAR,
+                degraded=True,
+                failure=self.load_error,
+                unknown_item_ids=list(dict.fromkeys(item_ids)),
+            )
+        catalog = self.catalog
+        known: list[int] = []
+        unknown: list[str] = []
+        for item_id in dict.fromkeys(item_ids):
+            index = catalog.index_of(item_id)
+            (known.append(index) if index != PAD_INDEX else unknown.append(item_id))
+        candidates = np.asarray(known, dtype=np.int64)
+        items, signals = encode_history(state.history() if state is not None else [], catalog)
+
+        source, failure = SOURCE_MODEL, None
+        if state is None or not items.any():
+            source = SOURCE_POPULAR if state is None else SOURCE_COLD_START
+        elif self.scorer is None:
+            source, failure = SOURCE_POPULAR, self.load_error
+        elif candidates.size:
+            try:
+                scores = np.asarray(self.scorer.score(items, signals, candidates), dtype=np.float32)
+                order = np.argsort(-scores, kind="stable")
+                picks = [Pick(int(candidates[i]), float(scores[i]), ranking.REASON_MODEL) for i in order]
+                return Outcome(
+                    picks, SOURCE_MODEL, candidates_scored=int(candidates.size), unknown_item_ids=unknown
+                )
+            except Exception as error:
+                source, failure = SOURCE_POPULAR, f"model call failed: {type(error).__name__}: {error}"
+
+        if source == SOURCE_MODEL:  # no known candidates: nothing to score
+            return Outcome([], SOURCE_MODEL, unknown_item_ids=unknown)
+        if failure is None and self.scorer is None:
+            failure = self.load_error
+        popularity = catalog.popularity[candidates - 1] if candidates.size else np.zeros(0)
+        top = float(popularity.max()) if popularity.size and popularity.max() > 0 else 1.0
+        order = np.argsort(-popularity, kind="stable")
+        reason = ranking.REASON_COLD_START if source == SOURCE_COLD_START else ranking.REASON_POPULAR
+        picks = [Pick(int(candidates[i]), float(popularity[i] / top), reason) for i in order]
+        return Outcome(picks, source, failure is not None, failure, unknown_item_ids=unknown)
+
+    def interests(self, state: StateLike | None) -> Outcome:
+        """The user's predicted interest distribution over GENRES (sums to 1)."""
+        if self.catalog is None:
+            uniform = {g: 1.0 / len(GENRES) for g in GENRES}
+            return Outcome(source=SOURCE_POPULAR, degraded=True, failure=self.load_error, interests=uniform)
+        items, signals = encode_history(state.history() if state is not None else [], self.catalog)
+        failure = None
+        if self.scorer is None:
+            failure = self.load_error
+        elif items.any():
+            try:
+                distribution = _normalise(np.asarray(self.scorer.interests(items, signals), dtype=np.float64))
+                return Outcome(source=SOURCE_MODEL, interests=_by_genre(distribution))
+            except Exception as error:
+                failure = f"model call failed: {type(error).__name__}: {error}"
+        degraded = failure is not None
+        state_weights = _state_interests(state)
+        if state_weights is not None:
+            return Outcome(
+                source=SOURCE_STATE, degraded=degraded, failure=failure, interests=_by_genre(state_weights)
+            )
+        return Outcome(
+            source=SOURCE_POPULAR, degraded=degraded, failure=failure, interests=_by_genre(self._genre_prior)
+        )
+
+    def _popular(
+        self, mask: np.ndarray, rules: RankingRules, reason: str, state: StateLike | None = None
+    ) -> list[Pick]:
+        assert self.catalog is not None
+        return ranking.popular(
+            self.catalog.popularity,
+            mask,
+            self.catalog.genre_ids,
+            rules,
+            reason=reason,
+            genre_weights=_state_interests(state),
+            genre_matrix=self._genre_matrix,
+        )
+
+    def _failure(self, degraded: bool) -> str | None:
+        return self.load_error if degraded else None
+
+
+def _ids(history: Iterable[HistoryStep]) -> list[str]:
+    return [step.item_id for step in history]
+
+
+def _normalise(values: np.ndarray) -> np.ndarray:
+    values = np.clip(np.asarray(values, dtype=np.float64), 0.0, None)
+    total = float(values.sum())
+    if total <= 0.0:
+        return np.full(len(GENRES), 1.0 / len(GENRES))
+    return values / total
+
+
+def _by_genre(distribution: np.ndarray) -> dict[str, float]:
+    return {genre: round(float(p), 6) for genre, p in zip(GENRES, distribution, strict=True)}
+
+
+def _state_interests(state: StateLike | None) -> np.ndarray | None:
+    """The state's decayed genre scores as a distribution (all share one decay factor, so no re-decay)."""
+    if state is None or not state.interests:
+        return None
+    weights = np.zeros(len(GENRES), dtype=np.float64)
+    for genre, score in state.interests.items():
+        if genre in GENRE_INDEX:
+            weights[GENRE_INDEX[genre]] = max(0.0, float(score))
+    if weights.sum() <= 0.0:
+        return None
+    return weights / weights.sum()
