@@ -26,8 +26,9 @@ MAX_CONTEXT_VALUE_LENGTH = 128
 # A client clock a little ahead is normal; far ahead would pin the user's
 # "last event" fields to the future, so it is rejected.
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
-# Older events are not news any more: they would only distort decayed interests.
-MAX_EVENT_AGE_MS = 7 * 24 * 3600 * 1000
+# Offline clients upload late, so old events are accepted (they arrive already
+# decayed); only timestamps before this are treated as a client bug.
+MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MIN_RATING, MAX_RATING = 0.0, 5.0
 
 _CLIENT_FIELDS = frozenset(
@@ -84,7 +85,7 @@ def parse_timestamp(raw: Any) -> int:
     if isinstance(raw, int | float):
         if not math.isfinite(raw) or raw < 0:
             raise InvalidEvent("timestamp must be a non-negative epoch-milliseconds number")
-        # Epoch seconds are a common client mistake; a value this small is 1970 in milliseconds.
+        # Epoch seconds are a common client mistake; a value this small is 1973 in milliseconds.
         if raw < 100_000_000_000:
             raise InvalidEvent("timestamp looks like epoch seconds; send epoch milliseconds")
         return int(raw)
@@ -177,8 +178,8 @@ def validate_client_event(raw: Any, user_id: str, now_ms: int) -> Event:
     ts = parse_timestamp(raw["timestamp"])
     if ts > now_ms + MAX_CLOCK_SKEW_MS:
         raise InvalidEvent("timestamp is in the future")
-    if ts < now_ms - MAX_EVENT_AGE_MS:
-        raise InvalidEvent("timestamp is older than 7 days")
+    if ts < MIN_TIMESTAMP_MS:
+        raise InvalidEvent("timestamp is before 2000-01-01")
     return Event(
         user_id=user_id,
         event_id=event_id,
