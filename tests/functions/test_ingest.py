@@ -1,0 +1,272 @@
+"""Kinesis → ingest → DynamoDB: grouping, ordering, exactly-once effect, poison records, partial failures."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from functions.ingest import app as ingest
+from rtrec.features import Catalog
+from rtrec.stores.dead_letters import DeadLetterQueue
+from rtrec.stores.user_state import UserStateStore, VersionConflict
+
+EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
+BATCH = json.loads((EVENTS_DIR / "kinesis-batch.json").read_text())
+NOW = 1_795_809_610_000
+CATALOG = Catalog(
+    item_ids=["1", "50", "181"], genre_ids=[[3, 4, 5], [1, 2, 15], [1, 2, 14]], popularity=[1, 2, 3]
+)
+
+
+@dataclass
+class FakeContext:
+    function_name: str = "IngestFunction"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:IngestFunction"
+    aws_request_id: str = "req-1"
+
+
+class CountingStore(UserStateStore):
+    """The real store, counting writes and able to fail chosen users."""
+
+    def __init__(self, table, fail_users=(), error_code="ProvisionedThroughputExceededException"):
+        super().__init__(table)
+        self.puts: list[str] = []
+        self.fail_users, self.error_code = set(fail_users), error_code
+
+    def put(self, state):
+        self.puts.append(state.user_id)
+        if state.user_id in self.fail_users:
+            raise ClientError({"Error": {"Code": self.error_code, "Message": "try later"}}, "PutItem")
+        super().put(state)
+
+
+@pytest.fixture
+def env(user_state_table, monkeypatch):
+    sqs = boto3.client("sqs")
+    queue_url = sqs.create_queue(QueueName="test-dlq")["QueueUrl"]
+    store = CountingStore(user_state_table)
+    deps = ingest.Dependencies(
+        store=store,
+        dead_letters=DeadLetterQueue(sqs, queue_url),
+        catalog=CATALOG,
+        sleep=lambda _: None,
+        clock_ms=lambda: NOW,
+    )
+    monkeypatch.setattr(ingest, "deps", deps)
+    deps.sqs, deps.queue_url = sqs, queue_url
+    return deps
+
+
+def run(records) -> list[str]:
+    response = ingest.lambda_handler({"Records": records}, FakeContext())
+    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def dead_letters(env) -> list[dict]:
+    messages = env.sqs.receive_message(QueueUrl=env.queue_url, MaxNumberOfMessages=10)
+    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+_sequence = iter(range(10**6, 10**7))
+
+
+def record(user, event_id, item="50", kind="view", ts=NOW - 1000, partition_key=None, **extra) -> dict:
+    payload = {"user_id": user, "event_id": event_id, "item_id": item, "type": kind, "ts": ts, **extra}
+    return raw_record(partition_key or user, json.dumps(payload).encode())
+
+
+def raw_record(partition_key, data: bytes | str) -> dict:
+    encoded = data if isinstance(data, str) else base64.b64encode(data).decode()
+    sequence_number = f"4965700000000000000000{next(_sequence)}"
+    return {
+        "kinesis": {
+            "partitionKey": partition_key,
+            "sequenceNumber": sequence_number,
+            "data": encoded,
+            "approximateArrivalTimestamp": NOW / 1000,
+        },
+        "eventSource": "aws:kinesis",
+        "eventID": f"shardId-000000000000:{sequence_number}",
+        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/test-events",
+    }
+
+
+def sequence_numbers(records) -> list[str]:
+    return [r["kinesis"]["sequenceNumber"] for r in records]
+
+
+def test_fixture_batch_applies_valid_events_and_dead_letters_poison(env, capsys):
+    assert run(BATCH["Records"]) == []
+
+    alice = env.store.get("user-123")
+    assert alice.version == 1
+    assert [(i.event_id, i.type) for i in alice.recent] == [("evt-0001", "view"), ("evt-0002", "rating")]
+    assert alice.counts == {"view": 1, "rating": 1}  # the redelivered evt-0001 counted once
+    assert set(alice.interests) == {"Action", "Adventure", "Sci-Fi"}
+    bob = env.store.get("user-456")
+    assert [i.item_id for i in bob.recent] == ["181", "unknown-item"]  # an unknown item still enters
+    assert bob.counts == {"click": 1, "purchase": 1}
+    assert env.store.get("user-789") is None
+    assert sorted(env.store.puts) == ["user-123", "user-456"]  # one write per user
+
+    letters = dead_letters(env)
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert len(reasons) == 3
+    assert any("base64" in r for r in reasons)
+    assert any("not JSON" in r for r in reasons)
+    assert any("type must be one of" in r for r in reasons)
+    assert {letter["partition_key"] for letter in letters} == {"user-456", "user-789"}
+
+    emitted = capsys.readouterr().out
+    metrics = json.loads(next(line for line in emitted.splitlines() if '"CloudWatchMetrics"' in line))
+    assert metrics["EventsApplied"] == [4.0]
+    assert metrics["DuplicateEvents"] == [1.0]
+    assert metrics["PoisonRecords"] == [3.0]
+    assert metrics["UsersWritten"] == [2.0]
+    assert metrics["FreshnessLag"] == [NOW - 1_795_809_600_000]
+
+
+def test_redelivered_batch_with_new_sequence_numbers_changes_nothing(env):
+    events = [record("u1", f"e{i}", ts=NOW - 100 + i) for i in range(5)]
+    assert run(events) == []
+    before = env.store.get("u1").to_item()
+    redelivered = [record("u1", f"e{i}", ts=NOW - 100 + i) for i in range(5)]
+    assert run(redelivered) == []
+    assert env.store.get("u1").to_item() == before
+    assert env.store.puts == ["u1"]  # nothing new: no second write
+
+
+def test_late_event_never_overwrites_newer_last_fields(env):
+    run([record("u1", "new", item="1", ts=NOW - 10)])
+    run([record("u1", "old", item="181", ts=NOW - 5000)])
+    state = env.store.get("u1")
+    assert (state.last_event_at, state.last_event_id) == (NOW - 10, "new")
+    assert [i.event_id for i in state.recent] == ["old", "new"]
+    assert state.version == 2
+
+
+def test_one_conditional_write_per_user_per_batch(env):
+    records = [record(f"user-{n % 3}", f"e{n}", ts=NOW - 1000 + n) for n in range(30)]
+    assert run(records) == []
+    assert sorted(env.store.puts) == ["user-0", "user-1", "user-2"]
+    assert all(env.store.get(f"user-{u}").counts == {"view": 10} for u in range(3))
+
+
+def test_records_are_applied_in_stream_order_per_user(env):
+    # Same timestamp: the recent list orders by (ts, event_id); the dedup window keeps arrival order.
+    records = [record("u1", eid, ts=NOW - 1) for eid in ["c", "a", "b"]]
+    assert run(records) == []
+    assert env.store.get("u1").event_ids == ["c", "a", "b"]
+
+
+def test_transient_failure_reports_only_that_users_records(env):
+    env.store.fail_users = {"bad"}
+    records = [
+        record("good", "g1"),
+        record("bad", "b1"),
+        record("good", "g2"),
+        record("bad", "b2"),
+    ]
+    failures = run(records)
+    assert failures == sequence_numbers([records[1], records[3]])
+    assert env.store.get("good").counts == {"view": 2}
+    assert env.store.get("bad") is None
+    # The stream retries from the first failure; the good user's redelivered event is a duplicate.
+    env.store.fail_users = set()
+    assert run(records[1:]) == []
+    assert env.store.get("bad").counts == {"view": 2}
+    assert env.store.get("good").counts == {"view": 2}
+
+
+def test_batch_where_everything_fails_reports_every_record(env):
+    env.store.fail_users = {"u1", "u2"}
+    records = [record("u1", "a"), record("u2", "b"), record("u1", "c")]
+    assert run(records) == sequence_numbers(records)
+
+
+def test_optimistic_lock_conflict_rereads_and_merges(env, user_state_table):
+    concurrent = [record("u1", "theirs", item="1", ts=NOW - 50)]
+    real_put = env.store.put
+    calls = []
+
+    def put_after_a_concurrent_writer(state):
+        calls.append(state.version)
+        if len(calls) == 1:  # another container writes between our read and our write
+            ingest.process_batch(
+                concurrent,
+                ingest.Dependencies(
+                    store=UserStateStore(user_state_table),
+                    dead_letters=env.dead_letters,
+                    catalog=CATALOG,
+                    clock_ms=lambda: NOW,
+                ),
+            )
+        real_put(state)
+
+    env.store.put = put_after_a_concurrent_writer
+    assert run([record("u1", "ours", item="50", ts=NOW - 40)]) == []
+    state = env.store.get("u1")
+    assert calls == [1, 2]
+    assert state.version == 2
+    assert [i.event_id for i in state.recent] == ["theirs", "ours"]
+
+
+def test_lock_lost_on_every_attempt_is_reported_for_retry(env):
+    def always_conflict(state):
+        raise VersionConflict(state.user_id)
+
+    env.store.put = always_conflict
+    records = [record("u1", "a"), record("u2", "b")]
+    env.store.fail_users = set()
+    assert run(records) == sequence_numbers(records)
+
+
+def test_poison_record_that_cannot_be_dead_lettered_blocks_the_users_later_records(env):
+    class BrokenQueue:
+        def send(self, letters):
+            raise ClientError(
+                {"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "SendMessageBatch"
+            )
+
+    env.dead_letters = BrokenQueue()
+    records = [
+        record("u1", "before"),
+        raw_record("u1", b"{broken"),
+        record("u1", "after"),
+        record("u2", "other"),
+    ]
+    assert run(records) == sequence_numbers(records[1:3])
+    assert [i.event_id for i in env.store.get("u1").recent] == ["before"]
+    assert env.store.get("u2").counts == {"view": 1}
+
+
+def test_partition_key_must_be_the_user(env):
+    assert run([record("u1", "a", partition_key="u2")]) == []
+    assert env.store.get("u1") is None
+    assert "partition key" in dead_letters(env)[0]["reason"]
+
+
+def test_dead_letter_keeps_the_original_payload(env):
+    bad = raw_record("u9", b'{"user_id": "u9"}')
+    run([bad])
+    letter = dead_letters(env)[0]
+    assert letter["data_base64"] == bad["kinesis"]["data"]
+    assert letter["sequence_number"] == bad["kinesis"]["sequenceNumber"]
+    assert "event_id is required" in letter["reason"]
+
+
+def test_empty_batch_is_a_success(env):
+    assert run([]) == []
+
+
+def test_catalog_is_read_from_the_model_dir(tmp_path):
+    assert ingest.load_catalog(str(tmp_path)) is None
+    (tmp_path / "items.json").write_text(json.dumps(CATALOG.to_json()))
+    assert ingest.load_catalog(str(tmp_path)).genres_of("50") == ["Action", "Adventure", "Sci-Fi"]
