@@ -1,0 +1,1 @@
+"""Infrastructure helpers that run the service without AWS (see infra/local)."""

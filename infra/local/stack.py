@@ -1,0 +1,297 @@
+"""The whole service on one machine: moto as AWS, the real handlers, the HTTP API, the stream poller.
+
+`make local` (python -m infra.local.stack) starts it and keeps it running until Ctrl-C,
+printing a token for the API. `LocalStack` is also used by the demo and the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from infra.local.auth import LocalIdentityProvider
+from infra.local.aws import MotoServer, PhysicalResources, provision
+from infra.local.http_api import BoundRoute, LocalHttpApi
+from infra.local.poller import KinesisPoller, sqs_destination
+from infra.local.runtime import (
+    LocalFunction,
+    function_environment,
+    layer_directories,
+    layer_import_paths,
+    prepare_process,
+    restore_environment,
+)
+from infra.local.template import Template
+
+log = logging.getLogger("local.stack")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
+DEFAULT_KEY_FILE = REPO_ROOT / ".cache" / "local-signing-key.pem"
+LOG_FORMAT = "%(asctime)s.%(msecs)03d %(name)-13s %(levelname)-7s %(message)s"
+
+# Set for every local function: the boto3 clients the handlers create at import go to moto,
+# and there is no X-Ray daemon to send traces to.
+_LOCAL_ENVIRONMENT = {"POWERTOOLS_TRACE_DISABLED": "true"}
+
+
+class LocalStack:
+    """Starts moto, creates the template's resources, wires the real handlers to them."""
+
+    def __init__(
+        self,
+        template_path: str | Path = DEFAULT_TEMPLATE,
+        *,
+        host: str = "127.0.0.1",
+        api_port: int = 0,
+        signing_key_pem: bytes | None = None,
+        region: str | None = None,
+        poll_interval_s: float = 0.1,
+        environment: dict[str, str] | None = None,
+    ) -> None:
+        self.template = Template(template_path)
+        self.host = host
+        self.api_port = api_port
+        self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.poll_interval_s = poll_interval_s
+        self.environment_overrides = dict(environment or {})
+        self._signing_key_pem = signing_key_pem
+        self.moto = MotoServer(host=host)
+        self.physical: PhysicalResources | None = None
+        self.functions: dict[str, LocalFunction] = {}
+        self.pollers: list[KinesisPoller] = []
+        self.identity: dict[str, LocalIdentityProvider] = {}
+        self.api: LocalHttpApi | None = None
+        self._started: list[Any] = []
+        self._previous_environment: dict[str, str | None] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        endpoint = self.moto.start()
+        self._started.append(self.moto)
+        self.physical, resolver = provision(self.template, endpoint, self.region)
+
+        # One process hosts every function, so they share one environment; the template's
+        # Globals make them agree, and a disagreement is reported rather than hidden.
+        env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+            **_LOCAL_ENVIRONMENT,
+        }
+        import_paths = []
+        for spec in self.template.functions():
+            for key, value in function_environment(spec, self.template, resolver).items():
+                if key in env and env[key] != value and key not in _LOCAL_ENVIRONMENT:
+                    log.warning("%s sets %s=%r, another function %r", spec.logical_id, key, value, env[key])
+                env.setdefault(key, value)
+            import_paths += layer_import_paths(layer_directories(spec, self.template, resolver))
+            self.functions[spec.logical_id] = LocalFunction(spec, self.template.root, self.region)
+        env.update(self.environment_overrides)
+        self._previous_environment = prepare_process(import_paths, env)
+        for function in self.functions.values():
+            function.load()
+            log.info("loaded %s (%s)", function.spec.logical_id, function.spec.handler)
+
+        clients = self.clients("kinesis", "sqs")
+        for source in self.template.kinesis_sources():
+            if not source.enabled:
+                continue
+            stream_arn = resolver(source.stream)
+            stream_id = self.physical.by_arn(stream_arn)
+            destination = None
+            if source.on_failure is not None:
+                target_id = self.physical.by_arn(resolver(source.on_failure))
+                if target_id and self.template.resources[target_id]["Type"] == "AWS::SQS::Queue":
+                    queue_url = self.physical.attribute(target_id, "QueueUrl")
+                    destination = sqs_destination(clients["sqs"], queue_url)
+                else:
+                    log.warning("OnFailure destination %s is not a local SQS queue; not delivered", target_id)
+            poller = KinesisPoller(
+                source,
+                self.functions[source.function_id],
+                clients["kinesis"],
+                stream_name=self.physical.attribute(stream_id, None),
+                stream_arn=stream_arn,
+                region=self.region,
+                send_to_destination=destination,
+                poll_interval_s=self.poll_interval_s,
+            )
+            poller.start()
+            self.pollers.append(poller)
+            self._started.append(poller)
+
+        routes = self.template.http_routes()
+        api_ids = sorted({r.api_id for r in routes})
+        if len(api_ids) > 1:
+            log.warning("several HTTP APIs (%s); all routes are served on one port", ", ".join(api_ids))
+        key = self._signing_key_pem
+        for api_id in api_ids:
+            for name, spec in self.template.jwt_authorizers(api_id).items():
+                audience = resolver(spec.audience)
+                provider = LocalIdentityProvider(
+                    resolver(spec.issuer), audience if isinstance(audience, list) else [audience], key
+                )
+                key = provider.private_key_pem  # one local key signs for every authorizer
+                self.identity[name] = provider
+        self.api = LocalHttpApi(
+            [BoundRoute.of(r, self.functions[r.function_id]) for r in routes],
+            self.identity,
+            api_id=api_ids[0] if api_ids else "local",
+            host=self.host,
+            port=self.api_port,
+        )
+        self.api.start()
+        self._started.append(self.api)
+
+    def stop(self) -> None:
+        """Stop the HTTP API, the pollers and moto, newest first; nothing keeps running."""
+        while self._started:
+            part = self._started.pop()
+            try:
+                part.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(part).__name__)
+        restore_environment(self._previous_environment)
+        self._previous_environment = {}
+        log.info("local stack stopped")
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers for the demo and tests -----------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return self.api.url if self.api else ""
+
+    @property
+    def aws_endpoint_url(self) -> str:
+        return self.moto.endpoint_url
+
+    def clients(self, *services: str) -> dict[str, Any]:
+        """boto3 clients for the local AWS."""
+        session = boto3.session.Session(region_name=self.region)
+        return {s: session.client(s, endpoint_url=self.aws_endpoint_url) for s in services}
+
+    def resource(self, logical_id: str, attribute: str | None = None) -> Any:
+        """A template resource's local physical value (Ref when attribute is None)."""
+        return self.physical.attribute(logical_id, attribute)
+
+    def identity_provider(self, authorizer: str | None = None) -> LocalIdentityProvider:
+        if authorizer is None:
+            authorizer = next(iter(self.identity))
+        return self.identity[authorizer]
+
+    def token(self, sub: str, **claims: Any) -> str:
+        """A token the API's authorizer accepts, for user `sub`."""
+        return self.identity_provider().mint(sub, **claims)
+
+    def wait_for_stream(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every poller has drained its stream."""
+        return all(p.wait_idle(timeout_s) for p in self.pollers)
+
+    def describe(self) -> dict:
+        """Where everything is, for other processes (tests, scripts)."""
+        provider = self.identity_provider() if self.identity else None
+        return {
+            "api_url": self.api_url,
+            "aws_endpoint_url": self.aws_endpoint_url,
+            "region": self.region,
+            "resources": {
+                rid: {str(k) if k else "Ref": v for k, v in attrs.items()}
+                for rid, attrs in self.physical.values.items()
+            },
+            "issuer": provider.issuer if provider else None,
+            "audiences": provider.audiences if provider else [],
+            "routes": [b.route.route_key for b in self.api.routes] if self.api else [],
+        }
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Local components log to stderr; handlers' Powertools JSON logs go to stdout: one terminal."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "moto"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def load_or_create_key(path: Path) -> bytes | None:
+    """The saved local signing key, so tokens minted earlier keep working across restarts."""
+    return path.read_bytes() if path.exists() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the service locally until Ctrl-C.")
+    parser.add_argument("--template", default=str(DEFAULT_TEMPLATE))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("LOCAL_API_PORT", "3000")))
+    parser.add_argument("--key-file", default=str(DEFAULT_KEY_FILE), help="RSA key that signs local tokens")
+    parser.add_argument("--ready-file", help="write the stack's endpoints here (JSON) once it is up")
+    parser.add_argument("--sub", default="local-user", help="user id of the printed token")
+    parser.add_argument("--log-level", default=os.environ.get("LOCAL_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    key_file = Path(args.key_file)
+    stack = LocalStack(args.template, api_port=args.port, signing_key_pem=load_or_create_key(key_file))
+    try:
+        stack.start()
+        if stack.identity:
+            provider = stack.identity_provider()
+            provider.save_key(key_file)
+            identity = {"issuer": provider.issuer, "audiences": provider.audiences}
+            key_file.with_suffix(".json").write_text(json.dumps(identity))
+        if args.ready_file:
+            Path(args.ready_file).write_text(json.dumps(stack.describe(), indent=2))
+        print_banner(stack, args.sub)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        log.info("shutting down")
+    finally:
+        stack.stop()
+    return 0
+
+
+def print_banner(stack: LocalStack, sub: str) -> None:
+    info = stack.describe()
+    lines = [
+        "",
+        f"Local stack up. API: {stack.api_url}   AWS (moto): {stack.aws_endpoint_url}",
+        f"Routes: {', '.join(info['routes'])}",
+    ]
+    if stack.identity:
+        lines += [
+            f"Token for user {sub!r} (valid 1 h; more: python -m infra.local.token --sub NAME):",
+            f"export TOKEN={stack.token(sub)}",
+            f'curl -s -H "Authorization: Bearer $TOKEN" {stack.api_url}/v1/recommendations?k=10',
+        ]
+    lines += ["Ctrl-C stops everything.", ""]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,314 @@
+"""Read the SAM template the way the local stack needs it.
+
+Everything the local stack creates or wires (tables, stream, queue, handlers, routes,
+event-source settings, environment) comes from template.yaml, so the local run cannot
+drift from what `sam deploy` creates. Intrinsic functions are resolved against the
+physical names of the local resources.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from samtranslator.yaml_helper import yaml_parse
+
+ACCOUNT_ID = "123456789012"
+STACK_NAME = "rtrec-local"
+
+# A property set to !Ref AWS::NoValue disappears; resolution returns this marker first.
+NO_VALUE = object()
+
+
+@dataclass(frozen=True)
+class KinesisSource:
+    """A Kinesis event source of a function, with the mapping settings Lambda honours."""
+
+    function_id: str
+    stream: Any  # intrinsic, resolves to the stream ARN
+    batch_size: int = 100
+    batching_window_s: float = 0.0
+    report_batch_item_failures: bool = False
+    bisect_on_error: bool = False
+    max_retries: int = -1  # -1 = until the record expires
+    max_record_age_s: int = -1
+    on_failure: Any = None  # intrinsic, resolves to the destination ARN
+    starting_position: str = "LATEST"
+    parallelization_factor: int = 1
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One HttpApi route of a function: method, path template and its authorizer (None = open)."""
+
+    function_id: str
+    api_id: str
+    method: str
+    path: str
+    authorizer: str | None
+    scopes: tuple[str, ...] = ()
+
+    @property
+    def route_key(self) -> str:
+        return "$default" if self.path == "$default" else f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True)
+class JwtAuthorizerSpec:
+    """A JWT authorizer of an HttpApi: issuer, accepted audiences, where the token comes from."""
+
+    name: str
+    issuer: Any
+    audience: Any
+    identity_source: str = "$request.header.Authorization"
+
+
+@dataclass
+class FunctionSpec:
+    """A serverless function as the template declares it (Globals merged in)."""
+
+    logical_id: str
+    code_uri: str
+    handler: str
+    environment: dict[str, Any] = field(default_factory=dict)
+    layers: list[Any] = field(default_factory=list)
+    timeout_s: int = 3
+    memory_mb: int = 128
+
+
+class Template:
+    """A parsed SAM template plus the resolution of its intrinsic functions."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).resolve()
+        self.root = self.path.parent
+        # samtranslator's loader turns the short tags (!Ref, !GetAtt, !Sub ...) into
+        # their long form, exactly what CloudFormation receives.
+        self.document: dict = yaml_parse(self.path.read_text())
+        self.resources: dict[str, dict] = self.document.get("Resources", {})
+        self.globals: dict = self.document.get("Globals", {})
+        self.parameters: dict[str, Any] = {
+            name: spec.get("Default") for name, spec in self.document.get("Parameters", {}).items()
+        }
+
+    def of_type(self, *types: str) -> dict[str, dict]:
+        """Resources of the given CloudFormation/SAM types, by logical id."""
+        return {rid: res for rid, res in self.resources.items() if res.get("Type") in types}
+
+    def functions(self) -> list[FunctionSpec]:
+        """Every AWS::Serverless::Function with the Globals.Function settings merged in."""
+        defaults = self.globals.get("Function", {})
+        specs = []
+        for rid, res in self.of_type("AWS::Serverless::Function").items():
+            props = res.get("Properties", {})
+            env = dict(defaults.get("Environment", {}).get("Variables", {}))
+            env.update(props.get("Environment", {}).get("Variables", {}))
+            specs.append(
+                FunctionSpec(
+                    logical_id=rid,
+                    code_uri=str(props.get("CodeUri", defaults.get("CodeUri", "."))),
+                    handler=props.get("Handler", defaults.get("Handler", "app.lambda_handler")),
+                    environment=env,
+                    layers=list(defaults.get("Layers", [])) + list(props.get("Layers", [])),
+                    timeout_s=int(props.get("Timeout", defaults.get("Timeout", 3))),
+                    memory_mb=int(props.get("MemorySize", defaults.get("MemorySize", 128))),
+                )
+            )
+        return specs
+
+    def _events(self, event_type: str) -> list[tuple[str, dict]]:
+        out = []
+        for rid, res in self.of_type("AWS::Serverless::Function").items():
+            for event in (res.get("Properties", {}).get("Events") or {}).values():
+                if event.get("Type") == event_type:
+                    out.append((rid, event.get("Properties", {})))
+        return out
+
+    def kinesis_sources(self) -> list[KinesisSource]:
+        """Kinesis event sources, from SAM function events and plain AWS::Lambda::EventSourceMapping."""
+        entries = list(self._events("Kinesis"))
+        for res in self.of_type("AWS::Lambda::EventSourceMapping").values():
+            props = res.get("Properties", {})
+            function = props.get("FunctionName", {})
+            function_id = function.get("Ref") if isinstance(function, dict) else str(function)
+            entries.append((function_id, {**props, "Stream": props.get("EventSourceArn")}))
+        sources = []
+        for function_id, props in entries:
+            on_failure = (props.get("DestinationConfig") or {}).get("OnFailure") or {}
+            sources.append(
+                KinesisSource(
+                    function_id=function_id,
+                    stream=props["Stream"],
+                    batch_size=int(props.get("BatchSize", 100)),
+                    batching_window_s=float(props.get("MaximumBatchingWindowInSeconds", 0)),
+                    report_batch_item_failures="ReportBatchItemFailures"
+                    in (props.get("FunctionResponseTypes") or []),
+                    bisect_on_error=_as_bool(props.get("BisectBatchOnFunctionError", False)),
+                    max_retries=int(props.get("MaximumRetryAttempts", -1)),
+                    max_record_age_s=int(props.get("MaximumRecordAgeInSeconds", -1)),
+                    on_failure=on_failure.get("Destination"),
+                    starting_position=str(props.get("StartingPosition", "LATEST")),
+                    parallelization_factor=int(props.get("ParallelizationFactor", 1)),
+                    enabled=_as_bool(props.get("Enabled", True)),
+                )
+            )
+        return sources
+
+    def http_routes(self) -> list[HttpRoute]:
+        """HttpApi routes of all functions, each with the authorizer that guards it."""
+        routes = []
+        for function_id, props in self._events("HttpApi"):
+            api = props.get("ApiId")
+            api_id = api.get("Ref") if isinstance(api, dict) else "ServerlessHttpApi"
+            api_auth = self.http_api_auth(api_id)
+            event_auth = props.get("Auth") or {}
+            authorizer = event_auth.get("Authorizer", api_auth.get("DefaultAuthorizer"))
+            if authorizer == "NONE":
+                authorizer = None
+            routes.append(
+                HttpRoute(
+                    function_id=function_id,
+                    api_id=api_id,
+                    method=str(props.get("Method", "ANY")).upper(),
+                    path=str(props.get("Path", "$default")),
+                    authorizer=authorizer,
+                    scopes=tuple(event_auth.get("AuthorizationScopes") or ()),
+                )
+            )
+        return routes
+
+    def http_api_auth(self, api_id: str) -> dict:
+        """The Auth block of an AWS::Serverless::HttpApi (Globals.HttpApi merged in)."""
+        res = self.resources.get(api_id) or {}
+        auth = dict(self.globals.get("HttpApi", {}).get("Auth", {}))
+        auth.update(res.get("Properties", {}).get("Auth") or {})
+        return auth
+
+    def http_api_cors(self, api_id: str) -> dict | None:
+        """The CorsConfiguration of an HttpApi, if any."""
+        res = self.resources.get(api_id) or {}
+        cors = res.get("Properties", {}).get("CorsConfiguration")
+        return cors if isinstance(cors, dict) else None
+
+    def jwt_authorizers(self, api_id: str) -> dict[str, JwtAuthorizerSpec]:
+        out = {}
+        for name, spec in (self.http_api_auth(api_id).get("Authorizers") or {}).items():
+            jwt = spec.get("JwtConfiguration")
+            if not jwt:
+                continue
+            out[name] = JwtAuthorizerSpec(
+                name=name,
+                issuer=jwt.get("issuer"),
+                audience=jwt.get("audience") or [],
+                identity_source=spec.get("IdentitySource", "$request.header.Authorization"),
+            )
+        return out
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lower() == "true"
+    return bool(value)
+
+
+class Resolver:
+    """Resolves Ref, GetAtt, Sub, Join, Select, Split and If against local physical values.
+
+    `attribute(logical_id, attribute_name)` returns a resource's value: attribute_name None
+    means what Ref returns.
+    """
+
+    def __init__(
+        self,
+        template: Template,
+        attribute: Callable[[str, str | None], Any],
+        region: str,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.template = template
+        self.attribute = attribute
+        self.parameters = dict(template.parameters)
+        self.parameters.update(parameters or {})
+        self.pseudo = {
+            "AWS::Region": region,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::StackName": STACK_NAME,
+            "AWS::StackId": f"arn:aws:cloudformation:{region}:{ACCOUNT_ID}:stack/{STACK_NAME}/local",
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": NO_VALUE,
+        }
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [v for v in (self(v) for v in value) if v is not NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            ((key, arg),) = value.items()
+            if key == "Ref":
+                return self._ref(arg)
+            if key == "Fn::GetAtt":
+                logical_id, attr = arg if isinstance(arg, list) else arg.split(".", 1)
+                return self.attribute(logical_id, attr)
+            if key == "Fn::Sub":
+                return self._sub(arg)
+            if key == "Fn::Join":
+                sep, items = arg
+                return str(sep).join(str(v) for v in self(items))
+            if key == "Fn::Select":
+                index, items = arg
+                return self(items)[int(self(index))]
+            if key == "Fn::Split":
+                sep, text = arg
+                return str(self(text)).split(sep)
+            if key == "Fn::If":
+                condition, when_true, when_false = arg
+                return self(when_true if self.condition(condition) else when_false)
+        return {k: v for k, v in ((k, self(v)) for k, v in value.items()) if v is not NO_VALUE}
+
+    def _ref(self, name: str) -> Any:
+        if name in self.pseudo:
+            return self.pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        return self.attribute(name, None)
+
+    def _sub(self, arg: Any) -> str:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+        variables = {k: self(v) for k, v in variables.items()}
+
+        def replace(match: re.Match) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in variables:
+                return str(variables[name])
+            if "." in name and name.split(".", 1)[0] in self.template.resources:
+                logical_id, attr = name.split(".", 1)
+                return str(self.attribute(logical_id, attr))
+            return str(self._ref(name))
+
+        return re.sub(r"\$\{([^}]+)\}", replace, text)
+
+    def condition(self, name_or_expr: Any) -> bool:
+        """Evaluate a named condition (or a condition expression) with the parameter values."""
+        if isinstance(name_or_expr, str):
+            return self.condition(self.template.document.get("Conditions", {})[name_or_expr])
+        ((key, arg),) = name_or_expr.items()
+        if key == "Fn::Equals":
+            left, right = (self(v) for v in arg)
+            return str(left) == str(right)
+        if key == "Fn::Not":
+            return not self.condition(arg[0])
+        if key == "Fn::And":
+            return all(self.condition(c) for c in arg)
+        if key == "Fn::Or":
+            return any(self.condition(c) for c in arg)
+        if key == "Condition":
+            return self.condition(arg)
+        raise ValueError(f"unsupported condition {key}")
