@@ -13,6 +13,8 @@ export AWS_SECRET_ACCESS_KEY ?= testing
 export SAM_CLI_TELEMETRY := 0
 export POWERTOOLS_DEV ?= false
 export PYTHONDONTWRITEBYTECODE := 1
+# The core package lives in layers/core (on /opt/python in Lambda); scripts import it like the tests do.
+export PYTHONPATH := $(CURDIR)/layers/core:$(CURDIR)
 
 .PHONY: help venv lint test build model evaluate replay demo local bench clean
 
