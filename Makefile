@@ -46,7 +46,8 @@ test: lint
 	$(BIN)/pytest
 
 build: venv
-	$(BIN)/sam build --template template.yaml
+	# the DependencyLayer Makefile runs pip with cross-platform flags; use the project's pip
+	PIP="$(abspath $(BIN))/pip" $(BIN)/sam build --template template.yaml
 
 model: venv
 	$(PY) -m model_build.train
