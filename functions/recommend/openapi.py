@@ -1,0 +1,55 @@
+"""The Recommendations API's OpenAPI document, generated from the resolver's routes.
+
+`python -m functions.recommend.openapi` rewrites docs/openapi.json; a test fails when the
+committed document and the routes disagree.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+
+DOCUMENT_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+
+
+def document() -> str:
+    """The OpenAPI 3 document of the recommend routes as stable, indented JSON."""
+    from functions.recommend.app import app
+
+    schema = app.get_openapi_json_schema(
+        title="rtrec Recommendations API",
+        version="1.0.0",
+        description=(
+            "Real-time recommendations for the caller. The user is always the JWT `sub` "
+            "(API Gateway JWT authorizer); no route takes a user id."
+        ),
+        security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
+        security=[{"jwt": []}],
+    )
+    data = json.loads(schema)
+    # Powertools documents its default 422 for validation errors; this API answers them with 400.
+    for path in data["paths"].values():
+        for operation in path.values():
+            operation["responses"].pop("422", None)
+    for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        data["components"]["schemas"].pop(name, None)
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def main() -> None:
+    # Importing the handler needs the template's environment; the values do not reach the document.
+    for name, value in {
+        "USER_STATE_TABLE": "UserState",
+        "MODEL_DIR": str(DOCUMENT_PATH.parents[1] / "layers" / "model" / "model"),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_SERVICE_NAME": "rtrec",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }.items():
+        os.environ.setdefault(name, value)
+    DOCUMENT_PATH.write_text(document())
+    print(f"wrote {DOCUMENT_PATH}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Recommendations API handler: routes, validation, auth, CORS, real-time state, degraded mode.
+
+Runs the real handler against the real store on moto and the real model artifact
+(layers/model/model); only the degraded-mode tests swap in a broken scorer.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from functions.recommend import app as recommend_app
+from rtrec.features import GENRES
+from rtrec.recommender import Recommender
+from rtrec.state import Interaction, UserState
+from rtrec.stores.user_state import UserStateStore
+
+EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
+ALLOWED_ORIGIN = "https://app.example.com"
+
+
+@dataclass
+class FakeContext:
+    function_name: str = "RecommendFunction"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:RecommendFunction"
+    aws_request_id: str = "test-request"
+
+
+def fixture_event(name: str) -> dict:
+    return json.loads((EVENTS_DIR / name).read_text())
+
+
+def http_event(
+    method: str,
+    path: str,
+    *,
+    sub: str | None = "user-a",
+    query: dict[str, str] | None = None,
+    body: object = None,
+    raw_body: str | None = None,
+    origin: str | None = ALLOWED_ORIGIN,
+) -> dict:
+    """An HTTP API v2 event as API Gateway sends it after the JWT authorizer accepted the token."""
+    event = copy.deepcopy(fixture_event("http-get-recommendations.json"))
+    event["routeKey"] = event["requestContext"]["routeKey"] = f"{method} {path}"
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in (query or {}).items())
+    event.pop("queryStringParameters", None)
+    if query:
+        event["queryStringParameters"] = dict(query)
+    claims = event["requestContext"]["authorizer"]["jwt"]["claims"]
+    if sub is None:
+        del event["requestContext"]["authorizer"]
+    else:
+        claims["sub"] = sub
+    event["headers"].pop("origin", None)
+    if origin:
+        event["headers"]["origin"] = origin
+    if body is not None or raw_body is not None:
+        event["headers"]["content-type"] = "application/json"
+        event["body"] = raw_body if raw_body is not None else json.dumps(body)
+    return event
+
+
+def seed_state(table, user_id: str, item_ids: list[str]) -> None:
+    """Store a state item directly (the ingest path has its own tests; this one sets up a history)."""
+    recent = [Interaction(i, "click", 1_795_800_000_000 + n, f"e{n}") for n, i in enumerate(item_ids)]
+    state = UserState(user_id=user_id, version=1, recent=recent, seen_items=list(dict.fromkeys(item_ids)))
+    table.put_item(Item=state.to_item())
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict
+    headers: dict
+
+
+@pytest.fixture
+def api(user_state_table, monkeypatch):
+    """Calls the real handler with the store bound to the moto table."""
+    monkeypatch.setattr(recommend_app, "user_states", UserStateStore(user_state_table))
+
+    def call(method: str, path: str, **kwargs) -> Answer:
+        response = recommend_app.lambda_handler(http_event(method, path, **kwargs), FakeContext())
+        body = json.loads(response["body"]) if response.get("body") else {}
+        return Answer(response["statusCode"], body, response.get("headers") or {})
+
+    return call
+
+
+def test_the_real_model_is_loaded_once_at_import():
+    assert recommend_app.recommender.scorer is not None, recommend_app.recommender.load_error
+    assert recommend_app.recommender.model_version
+
+
+@pytest.mark.parametrize(
+    "fixture", ["http-get-recommendations.json", "http-post-rank.json", "http-get-interests.json"]
+)
+def test_the_sam_fixture_events_are_answered(fixture, user_state_table, monkeypatch):
+    monkeypatch.setattr(recommend_app, "user_states", UserStateStore(user_state_table))
+    response = recommend_app.lambda_handler(fixture_event(fixture), FakeContext())
+    assert response["statusCode"] == 200, response["body"]
+
+
+def test_a_new_user_gets_popular_items_with_a_recommendation_id_and_model_version(api):
+    answer = api("GET", "/v1/recommendations", query={"k": "10"})
+    assert answer.status == 200, answer.body
+    assert len(answer.body["items"]) == 10
+    assert {item["reason"] for item in answer.body["items"]} == {"popular"}
+    assert answer.body["source"] == "popular" and answer.body["degraded"] is False
+    assert answer.body["model_version"] == recommend_app.recommender.model_version
+    assert len(answer.body["recommendation_id"]) == 32
+    assert answer.body["recommendation_id"] != api("GET", "/v1/recommendations").body["recommendation_id"]
+
+
+def test_k_defaults_to_ten_and_accepts_the_bounds(api):
+    assert len(api("GET", "/v1/recommendations").body["items"]) == 10
+    assert len(api("GET", "/v1/recommendations", query={"k": "1"}).body["items"]) == 1
+    assert len(api("GET", "/v1/recommendations", query={"k": "100"}).body["items"]) == 100
+
+
+@pytest.mark.parametrize("k", ["0", "101", "-3", "ten", "1.5", ""])
+def test_k_outside_1_to_100_is_a_clear_400(api, k):
+    answer = api("GET", "/v1/recommendations", query={"k": k})
+    assert answer.status == 400
+    assert answer.body["message"] == "invalid request"
+    assert any(error.startswith("query.k:") for error in answer.body["errors"]), answer.body
+
+
+def test_genre_filter_accepts_known_genres_case_insensitively(api):
+    answer = api("GET", "/v1/recommendations", query={"k": "20", "genre": "sci-fi,Western"})
+    assert answer.status == 200, answer.body
+    for item in answer.body["items"]:
+        assert {"Sci-Fi", "Western"} & set(item["genres"]), item
+
+
+def test_an_unknown_genre_is_a_400_listing_the_known_ones(api):
+    answer = api("GET", "/v1/recommendations", query={"genre": "Action,Telenovela"})
+    assert answer.status == 400
+    assert "Telenovela" in answer.body["message"] and "Film-Noir" in answer.body["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/v1/recommendations", {"k": "5", "user_id": "user-b"}),
+        ("/v1/recommendations", {"limit": "5"}),
+        ("/v1/interests", {"user_id": "user-b"}),
+    ],
+)
+def test_unknown_query_parameters_are_refused(api, path, query):
+    answer = api("GET", path, query=query)
+    assert answer.status == 400
+    assert "unknown query parameter" in answer.body["message"]
+
+
+def test_excluded_items_are_left_out_and_long_lists_refused(api):
+    top = [i["item_id"] for i in api("GET", "/v1/recommendations", query={"k": "5"}).body["items"]]
+    answer = api("GET", "/v1/recommendations", query={"k": "5", "exclude": ",".join(top[:3])})
+    assert answer.status == 200
+    assert not set(top[:3]) & {i["item_id"] for i in answer.body["items"]}
+    too_many = api("GET", "/v1/recommendations", query={"exclude": ",".join(str(i) for i in range(501))})
+    assert too_many.status == 400 and "at most 500" in too_many.body["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/v1/recommendations", {}),
+        ("GET", "/v1/recommendations", {"query": {"k": "1000"}}),
+        ("POST", "/v1/recommendations/rank", {"body": {"item_ids": ["1"]}}),
+        ("POST", "/v1/recommendations/rank", {"body": {}}),
+        ("GET", "/v1/interests", {}),
+    ],
+)
+def test_no_subject_claim_is_a_401_even_for_invalid_requests(api, method, path, kwargs):
+    answer = api(method, path, sub=None, **kwargs)
+    assert answer.status == 401
+    assert "token" in answer.body["message"]
+    assert api(method, path, sub="", **kwargs).status == 401
+
+
+def test_cors_headers_only_for_the_configured_origins(api):
+    allowed = api("GET", "/v1/interests", origin=ALLOWED_ORIGIN)
+    assert allowed.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    other = api("GET", "/v1/interests", origin="https://evil.example.net")
+    assert other.status == 200
+    assert not any(h.lower().startswith("access-control") for h in other.headers)
+
+
+def test_no_configured_origins_means_no_cors_at_all():
+    assert recommend_app._cors("") is None
+    config = recommend_app._cors("https://a.example, https://b.example")
+    assert config.to_dict("https://b.example")["Access-Control-Allow-Origin"] == "https://b.example"
+    assert config.to_dict("https://c.example") == {}
+
+
+def test_rank_orders_candidates_and_reports_unknown_ids(api):
+    catalog = recommend_app.recommender.catalog
+    candidates = catalog.item_ids[:20]
+    answer = api("POST", "/v1/recommendations/rank", body={"item_ids": [*candidates, "no-such-item"]})
+    assert answer.status == 200, answer.body
+    assert sorted(i["item_id"] for i in answer.body["items"]) == sorted(candidates)
+    assert answer.body["unknown_item_ids"] == ["no-such-item"]
+    scores = [i["score"] for i in answer.body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert answer.body["model_version"] and answer.body["recommendation_id"]
+
+
+def test_rank_accepts_500_candidates(api):
+    ids = recommend_app.recommender.catalog.item_ids[:500]
+    answer = api("POST", "/v1/recommendations/rank", body={"item_ids": ids})
+    assert answer.status == 200 and len(answer.body["items"]) == 500
+
+
+@pytest.mark.parametrize(
+    ("body", "raw", "expected"),
+    [
+        (None, "", "body"),
+        (None, "{not json", "json"),
+        ([1, 2], None, "body"),
+        ({}, None, "item_ids"),
+        ({"item_ids": []}, None, "item_ids"),
+        ({"item_ids": [str(i) for i in range(501)]}, None, "item_ids"),
+        ({"item_ids": [1, 2]}, None, "item_ids"),
+        ({"item_ids": [""]}, None, "item_ids"),
+        ({"item_ids": ["x" * 65]}, None, "item_ids"),
+        ({"item_ids": ["1"], "user_id": "user-b"}, None, "user_id"),
+    ],
+)
+def test_bad_rank_bodies_are_clear_400s(api, body, raw, expected):
+    answer = api("POST", "/v1/recommendations/rank", body=body, raw_body=raw)
+    assert answer.status == 400, answer.body
+    assert expected in json.dumps(answer.body).lower()
+
+
+def test_rank_refuses_query_parameters(api):
+    answer = api("POST", "/v1/recommendations/rank", query={"user_id": "b"}, body={"item_ids": ["1"]})
+    assert answer.status == 400 and "unknown query parameter" in answer.body["message"]
+
+
+def test_interests_of_a_new_user_are_a_distribution_over_all_genres(api):
+    answer = api("GET", "/v1/interests")
+    assert answer.status == 200
+    assert list(answer.body["interests"]) == list(GENRES)
+    assert sum(answer.body["interests"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert answer.body["source"] == "popular" and answer.body["degraded"] is False
+
+
+def test_the_state_is_read_strongly_consistently_for_the_token_subject(api, monkeypatch):
+    calls = []
+    real_get = recommend_app.user_states.get
+
+    def spy(user_id, consistent=True):
+        calls.append((user_id, consistent))
+        return real_get(user_id, consistent=consistent)
+
+    monkeypatch.setattr(recommend_app.user_states, "get", spy)
+    api("GET", "/v1/recommendations", sub="user-z")
+    api("POST", "/v1/recommendations/rank", sub="user-z", body={"item_ids": ["1"]})
+    api("GET", "/v1/interests", sub="user-z")
+    assert calls == [("user-z", True)] * 3
+
+
+class BrokenScorer:
+    """A scorer whose every call fails, as a corrupt interpreter would."""
+
+    def __init__(self, real):
+        self.version = real.version
+        self.catalog = real.catalog
+
+    def _fail(self, *args, **kwargs):
+        raise RuntimeError("TFLite invoke failed")
+
+    interests = score = retrieve = _fail
+
+
+@pytest.fixture
+def broken_model(monkeypatch):
+    real = recommend_app.recommender
+    broken = Recommender(real.catalog, BrokenScorer(real.scorer), real.config)
+    monkeypatch.setattr(recommend_app, "recommender", broken)
+
+
+def metric_names(output: str) -> set[str]:
+    names: set[str] = set()
+    for line in output.splitlines():
+        if line.startswith("{") and "_aws" in line:
+            record = json.loads(line)
+            for directive in record["_aws"]["CloudWatchMetrics"]:
+                names |= {m["Name"] for m in directive["Metrics"]}
+    return names
+
+
+def test_a_failing_model_answers_popular_items_degraded_with_a_metric(
+    api, broken_model, user_state_table, capsys
+):
+    seen = recommend_app.recommender.catalog.item_ids[:3]
+    seed_state(user_state_table, "user-a", seen)
+    capsys.readouterr()
+    for method, path, kwargs in [
+        ("GET", "/v1/recommendations", {}),
+        ("POST", "/v1/recommendations/rank", {"body": {"item_ids": ["1", "2"]}}),
+        ("GET", "/v1/interests", {}),
+    ]:
+        answer = api(method, path, sub="user-a", **kwargs)
+        assert answer.status == 200, answer.body
+        assert answer.body["degraded"] is True
+        assert {item["reason"] for item in answer.body.get("items", [])} <= {"popular"}
+        returned = {item["item_id"] for item in answer.body.get("items", [])}
+        assert path.endswith("rank") or not set(seen) & returned
+    assert "DegradedResponses" in metric_names(capsys.readouterr().out)
+
+
+def test_a_model_that_never_loaded_still_answers(api, monkeypatch, tmp_path):
+    monkeypatch.setattr(recommend_app, "recommender", Recommender.from_model_dir(tmp_path / "missing"))
+    answer = api("GET", "/v1/recommendations")
+    assert answer.status == 200
+    assert answer.body == {**answer.body, "degraded": True, "items": [], "model_version": None}
+    assert api("POST", "/v1/recommendations/rank", body={"item_ids": ["1"]}).body["unknown_item_ids"] == ["1"]
+    assert api("GET", "/v1/interests").status == 200
+
+
+def test_a_failed_state_read_degrades_instead_of_failing(aws, monkeypatch, capsys):
+    import boto3
+
+    missing_table = boto3.resource("dynamodb").Table("no-such-table")
+    monkeypatch.setattr(recommend_app, "user_states", UserStateStore(missing_table))
+    response = recommend_app.lambda_handler(http_event("GET", "/v1/recommendations"), FakeContext())
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["degraded"] is True
+    assert "StateReadFailures" in metric_names(capsys.readouterr().out)
+
+
+@pytest.fixture
+def log_output():
+    """What the Powertools logger writes (its handler holds the stdout of import time)."""
+    stream = io.StringIO()
+    previous = recommend_app.logger.registered_handler.setStream(stream)
+    yield stream
+    recommend_app.logger.registered_handler.setStream(previous)
+
+
+def test_logs_carry_the_recommendation_id_and_never_the_token(api, log_output):
+    answer = api("GET", "/v1/recommendations")
+    output = log_output.getvalue()
+    logs = [json.loads(line) for line in output.splitlines() if line.startswith("{") and '"level"' in line]
+    answered = [entry for entry in logs if entry.get("message") == "answered"]
+    assert answered and answered[0]["recommendation_id"] == answer.body["recommendation_id"]
+    assert "Bearer" not in output and "fixture.signature" not in output
+
+
+def test_metrics_report_latency_and_candidates_scored(api, capsys):
+    capsys.readouterr()
+    api("GET", "/v1/recommendations")
+    assert {"Latency", "CandidatesScored"} <= metric_names(capsys.readouterr().out)
