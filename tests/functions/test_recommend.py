@@ -362,3 +362,47 @@ def test_metrics_report_latency_and_candidates_scored(api, capsys):
     capsys.readouterr()
     api("GET", "/v1/recommendations")
     assert {"Latency", "CandidatesScored"} <= metric_names(capsys.readouterr().out)
+
+
+def translated_template() -> dict:
+    """template.yaml as CloudFormation receives it (samtranslator, offline)."""
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    class NoManagedPolicies:
+        def load(self) -> dict:
+            return {}
+
+    template = yaml_parse((EVENTS_DIR.parent / "template.yaml").read_text())
+    for resource in template["Resources"].values():
+        for key in ("CodeUri", "ContentUri"):
+            if key in resource.get("Properties", {}):
+                resource["Properties"][key] = "s3://bucket/artifact.zip"
+    return transform(template, {}, NoManagedPolicies())
+
+
+def test_template_routes_every_recommend_path_through_the_jwt_authorizer_with_a_get_item_only_role():
+    resources = translated_template()["Resources"]
+    api = next(r for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Api")
+    paths = api["Properties"]["Body"]["paths"]
+    for path, method in [
+        ("/v1/recommendations", "get"),
+        ("/v1/recommendations/rank", "post"),
+        ("/v1/interests", "get"),
+    ]:
+        operation = paths[path][method]
+        assert operation["security"] == [{"CognitoAuthorizer": []}]
+        assert "RecommendFunction.Arn" in operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+    statements = [
+        statement
+        for policy in resources["RecommendFunctionRole"]["Properties"]["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+    table_arn = {"Fn::GetAtt": ["UserStateTable", "Arn"]}
+    assert statements == [{"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": table_arn}]
+    function = resources["RecommendFunction"]["Properties"]
+    assert function["Handler"] == "app.lambda_handler" and function["Runtime"] == "python3.12"
+    assert {"Ref": next(k for k in resources if k.startswith("ModelLayer"))} in function["Layers"]
+    variables = function["Environment"]["Variables"]
+    assert variables["MODEL_DIR"] == "/opt/model"
+    assert {"USER_STATE_TABLE", "ALLOWED_ORIGINS", "RETRIEVAL_SIZE", "EXPLORATION_SHARE"} <= set(variables)
