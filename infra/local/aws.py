@@ -101,7 +101,9 @@ def provision(template: Template, endpoint_url: str, region: str) -> tuple[Physi
     physical = PhysicalResources(region=region)
     resolver = Resolver(template, physical.attribute, region)
     _register_identity(template, physical, region)
-    session = boto3.session.Session(region_name=region)
+    session = boto3.session.Session(
+        region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     clients = {
         name: session.client(name, endpoint_url=endpoint_url) for name in ("dynamodb", "kinesis", "sqs")
     }

@@ -113,7 +113,12 @@ def function_environment(spec: FunctionSpec, template: Template, resolver: Resol
     for key, value in resolver(spec.environment).items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         if text.startswith(_LAYER_MOUNT):
-            text = _map_layer_path(text, layer_dirs)
+            mapped = _map_layer_path(text, layer_dirs)
+            if mapped is None:
+                # The path lives in a layer this function does not have: it cannot use it in
+                # Lambda either, and must not override a function that does have the layer.
+                continue
+            text = mapped
         env[key] = text
     return env
 
@@ -137,14 +142,13 @@ def layer_import_paths(layer_dirs: list[Path]) -> list[Path]:
     return [d / "python" if (d / "python").is_dir() else d for d in layer_dirs]
 
 
-def _map_layer_path(path: str, layer_dirs: list[Path]) -> str:
+def _map_layer_path(path: str, layer_dirs: list[Path]) -> str | None:
     relative = path[len(_LAYER_MOUNT) :]
     for layer_dir in layer_dirs:
         candidate = layer_dir / relative
         if candidate.exists():
             return str(candidate)
-    log.warning("%s is not inside any of the function's layers; left as is", path)
-    return path
+    return None
 
 
 def prepare_process(paths: list[Path], env: dict[str, str]) -> dict[str, str | None]:

@@ -41,7 +41,13 @@ LOG_FORMAT = "%(asctime)s.%(msecs)03d %(name)-13s %(levelname)-7s %(message)s"
 
 # Set for every local function: the boto3 clients the handlers create at import go to moto,
 # and there is no X-Ray daemon to send traces to.
-_LOCAL_ENVIRONMENT = {"POWERTOOLS_TRACE_DISABLED": "true"}
+# Fixed fake credentials: real ones, if the shell has any, are never used or sent anywhere.
+_LOCAL_ENVIRONMENT = {
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
 
 
 class LocalStack:
@@ -84,6 +90,7 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
+        self._previous_environment = prepare_process([], _LOCAL_ENVIRONMENT)
         endpoint = self.moto.start()
         self._started.append(self.moto)
         self.physical, resolver = provision(self.template, endpoint, self.region)
@@ -94,8 +101,6 @@ class LocalStack:
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
-            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
             **_LOCAL_ENVIRONMENT,
         }
         import_paths = []
@@ -107,7 +112,8 @@ class LocalStack:
             import_paths += layer_import_paths(layer_directories(spec, self.template, resolver))
             self.functions[spec.logical_id] = LocalFunction(spec, self.template.root, self.region)
         env.update(self.environment_overrides)
-        self._previous_environment = prepare_process(import_paths, env)
+        previous = prepare_process(import_paths, env)
+        self._previous_environment.update({k: v for k, v in previous.items() if k not in _LOCAL_ENVIRONMENT})
         for function in self.functions.values():
             function.load()
             log.info("loaded %s (%s)", function.spec.logical_id, function.spec.handler)
@@ -165,6 +171,8 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop the HTTP API, the pollers and moto, newest first; nothing keeps running."""
+        if not self._started and not self._previous_environment:
+            return
         while self._started:
             part = self._started.pop()
             try:
@@ -192,7 +200,9 @@ class LocalStack:
 
     def clients(self, *services: str) -> dict[str, Any]:
         """boto3 clients for the local AWS."""
-        session = boto3.session.Session(region_name=self.region)
+        session = boto3.session.Session(
+            region_name=self.region, aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
         return {s: session.client(s, endpoint_url=self.aws_endpoint_url) for s in services}
 
     def resource(self, logical_id: str, attribute: str | None = None) -> Any:

@@ -96,8 +96,19 @@ class Template:
         }
 
     def of_type(self, *types: str) -> dict[str, dict]:
-        """Resources of the given CloudFormation/SAM types, by logical id."""
-        return {rid: res for rid, res in self.resources.items() if res.get("Type") in types}
+        """Resources of the given CloudFormation/SAM types, by logical id (those whose Condition holds)."""
+        return {
+            rid: res
+            for rid, res in self.resources.items()
+            if res.get("Type") in types and self.condition_holds(res.get("Condition"))
+        }
+
+    def condition_holds(self, name: str | None) -> bool:
+        """Whether a named condition is true with the parameters' default values."""
+        if name is None:
+            return True
+        resolver = Resolver(self, lambda logical_id, attribute: f"{logical_id}.{attribute}", "us-east-1")
+        return resolver.condition(name)
 
     def functions(self) -> list[FunctionSpec]:
         """Every AWS::Serverless::Function with the Globals.Function settings merged in."""
