@@ -47,7 +47,8 @@ test: lint
 
 build: venv
 	# the DependencyLayer Makefile runs pip with cross-platform flags; use the project's pip
-	PIP="$(abspath $(BIN))/pip" $(BIN)/sam build --template template.yaml
+	PIP="$(abspath $(BIN))/pip" REQUIREMENTS="$(CURDIR)/requirements/runtime.txt" \
+		$(BIN)/sam build --template template.yaml
 
 model: venv
 	$(PY) -m model_build.train

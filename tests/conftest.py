@@ -31,6 +31,8 @@ os.environ.update(
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_DEV": "false",
         "ALLOWED_ORIGINS": "https://app.example.com",
+        "USER_STATE_TTL_DAYS": "180",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
     }
 )
 
