@@ -51,10 +51,10 @@ build: venv
 		$(BIN)/sam build --template template.yaml
 
 model: venv
-	$(PY) -m model_build.train
+	PYTHONPATH=layers/core $(PY) -m model_build.train
 
 evaluate: venv
-	$(PY) -m model_build.evaluate
+	PYTHONPATH=layers/core $(PY) -m model_build.evaluate
 
 replay: venv
 	$(PY) -m model_build.replay

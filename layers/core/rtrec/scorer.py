@@ -1,0 +1,223 @@
+"""Runs the exported TFLite model: user interests, candidate scores and retrieval + ranking.
+
+Depends on numpy and a TFLite interpreter module only (ai_edge_litert on Lambda, tflite_runtime in
+containers / on the edge); the same code runs on both.
+
+Why it looks the way it does:
+- The model has a fixed-size candidate input per interpreter (a shortlist size and the catalogue size),
+  resized once at load, so every call has the same shapes (flat latency, XNNPACK-friendly). Callers pass
+  any number of candidates; padding with index 0 and chunking happen here and padded slots are dropped.
+- The fused TFLite LSTM keeps its state in variable tensors between invoke() calls, so every invoke is
+  followed by reset_all_variables().
+- Output tensor order is not the signature order, so outputs are mapped by signature name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from rtrec.features import GENRES, PAD_INDEX, SEQUENCE_LENGTH, Catalog
+
+INPUT_ITEMS = "items"
+INPUT_SIGNALS = "signals"
+INPUT_CANDIDATES = "candidates"
+OUTPUT_SCORES = "scores"
+OUTPUT_INTERESTS = "interests"
+OUTPUT_USER_VECTOR = "user_vector"
+_INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+
+
+class ModelUnavailable(RuntimeError):
+    """The model artifact cannot be loaded, or a model call failed."""
+
+
+def _interpreter_module(choice: str | ModuleType | None) -> ModuleType:
+    if isinstance(choice, ModuleType):
+        return choice
+    names = (choice,) if choice else _INTERPRETER_MODULES
+    errors = []
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ImportError as error:
+            errors.append(f"{name}: {error}")
+    raise ModelUnavailable("no TFLite interpreter module importable (" + "; ".join(errors) + ")")
+
+
+class _FixedShapeRunner:
+    """One interpreter with its candidate input resized once to `num_candidates`."""
+
+    def __init__(
+        self, module: ModuleType, model_content: bytes, num_candidates: int, num_threads: int
+    ) -> None:
+        interpreter = module.Interpreter(model_content=model_content, num_threads=num_threads)
+        runner = interpreter.get_signature_runner()
+        self.inputs = {name: detail["index"] for name, detail in runner.get_input_details().items()}
+        self.outputs = {name: detail["index"] for name, detail in runner.get_output_details().items()}
+        del runner  # a live signature runner blocks resize_tensor_input
+        missing = {INPUT_ITEMS, INPUT_SIGNALS, INPUT_CANDIDATES} - self.inputs.keys()
+        missing |= {OUTPUT_SCORES, OUTPUT_INTERESTS, OUTPUT_USER_VECTOR} - self.outputs.keys()
+        if missing:
+            raise ModelUnavailable(f"model signature lacks {sorted(missing)}")
+        interpreter.resize_tensor_input(self.inputs[INPUT_ITEMS], [1, SEQUENCE_LENGTH], strict=False)
+        interpreter.resize_tensor_input(self.inputs[INPUT_SIGNALS], [1, SEQUENCE_LENGTH], strict=False)
+        interpreter.resize_tensor_input(self.inputs[INPUT_CANDIDATES], [1, num_candidates], strict=False)
+        interpreter.allocate_tensors()
+        interpreter.reset_all_variables()
+        self.interpreter = interpreter
+        self.num_candidates = num_candidates
+
+    def run(self, items: np.ndarray, signals: np.ndarray, candidates: np.ndarray) -> dict[str, np.ndarray]:
+        interpreter = self.interpreter
+        try:
+            interpreter.set_tensor(self.inputs[INPUT_ITEMS], items.reshape(1, SEQUENCE_LENGTH))
+            interpreter.set_tensor(self.inputs[INPUT_SIGNALS], signals.reshape(1, SEQUENCE_LENGTH))
+            interpreter.set_tensor(self.inputs[INPUT_CANDIDATES], candidates.reshape(1, self.num_candidates))
+            interpreter.invoke()
+            return {name: interpreter.get_tensor(index)[0] for name, index in self.outputs.items()}
+        except Exception as error:
+            raise ModelUnavailable(f"model call failed: {error}") from error
+        finally:
+            interpreter.reset_all_variables()  # the fused LSTM would otherwise carry state into the next call
+
+
+class Scorer:
+    """The serving model. Create once per process (it is not thread-safe) and reuse."""
+
+    def __init__(
+        self,
+        metadata: dict[str, Any],
+        catalog: Catalog,
+        item_matrix: np.ndarray,
+        shortlist: _FixedShapeRunner,
+        full: _FixedShapeRunner,
+    ) -> None:
+        self.metadata = metadata
+        self.version: str = str(metadata["version"])
+        self.catalog = catalog
+        self._item_matrix = item_matrix  # float32 [N + 1, D], dequantized from int8 at load
+        self._shortlist = shortlist
+        self._full = full
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        interpreter_module: str | ModuleType | None = None,
+        num_threads: int = 1,
+    ) -> Scorer:
+        """Load model.tflite, items.json, metadata.json and item_embeddings.npz from `model_dir`.
+
+        interpreter_module: None = ai_edge_litert.interpreter if importable, else tflite_runtime.interpreter.
+        """
+        model_dir = Path(model_dir)
+        module = _interpreter_module(interpreter_module)
+        try:
+            metadata = json.loads((model_dir / "metadata.json").read_text())
+            catalog = Catalog.load(model_dir / "items.json")
+            with np.load(model_dir / "item_embeddings.npz") as arrays:
+                item_matrix = arrays["int8"].astype(np.float32) * arrays["scale"].astype(np.float32)[:, None]
+            if item_matrix.shape[0] != len(catalog) + 1:
+                raise ModelUnavailable("item_embeddings.npz does not match items.json")
+            content = (model_dir / "model.tflite").read_bytes()
+            shortlist_size = int(metadata.get("shortlist_size", 128))
+            shortlist = _FixedShapeRunner(module, content, shortlist_size, num_threads)
+            full = _FixedShapeRunner(module, content, len(catalog), num_threads)
+        except ModelUnavailable:
+            raise
+        except Exception as error:
+            raise ModelUnavailable(f"cannot load model from {model_dir}: {error}") from error
+        return cls(metadata, catalog, item_matrix, shortlist, full)
+
+    @property
+    def shortlist_size(self) -> int:
+        return self._shortlist.num_candidates
+
+    def _check_history(self, items: np.ndarray, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        items = np.asarray(items, dtype=np.int32).reshape(-1)
+        signals = np.asarray(signals, dtype=np.int32).reshape(-1)
+        if items.shape != (SEQUENCE_LENGTH,) or signals.shape != (SEQUENCE_LENGTH,):
+            raise ValueError(
+                f"items and signals must each hold {SEQUENCE_LENGTH} values (use encode_history)"
+            )
+        if items.min() < 0 or items.max() > len(self.catalog):
+            raise ValueError("history item index out of range")
+        return items, signals
+
+    def _no_candidates(self) -> np.ndarray:
+        return np.zeros(self._shortlist.num_candidates, dtype=np.int32)
+
+    def interests(self, items: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        """Predicted interest distribution over GENRES, float32[19], summing to 1."""
+        items, signals = self._check_history(items, signals)
+        out = self._shortlist.run(items, signals, self._no_candidates())[OUTPUT_INTERESTS].astype(np.float32)
+        out = np.clip(out, 0.0, None)
+        total = float(out.sum())
+        if out.shape != (len(GENRES),) or total <= 0:
+            raise ModelUnavailable("interest output is malformed")
+        return (out / total).astype(np.float32)
+
+    def user_vector(self, items: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        """The user representation used for retrieval, float32[D]."""
+        items, signals = self._check_history(items, signals)
+        return self._shortlist.run(items, signals, self._no_candidates())[OUTPUT_USER_VECTOR].astype(
+            np.float32
+        )
+
+    def score(self, items: np.ndarray, signals: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Ranking-head logits for catalog indices 1..N, float32[len(candidates)]; higher = better."""
+        items, signals = self._check_history(items, signals)
+        candidates = np.asarray(candidates).reshape(-1)
+        if candidates.size == 0:
+            raise ValueError("candidates must not be empty")
+        if not np.issubdtype(candidates.dtype, np.integer):
+            raise ValueError("candidates must be integer catalog indices")
+        if candidates.min() < 1 or candidates.max() > len(self.catalog):
+            raise ValueError(f"candidate indices must be in 1..{len(self.catalog)}")
+        candidates = candidates.astype(np.int32)
+        runner = self._shortlist if candidates.size <= self._shortlist.num_candidates else self._full
+        width = runner.num_candidates
+        scores = np.empty(candidates.size, dtype=np.float32)
+        for start in range(0, candidates.size, width):
+            chunk = candidates[start : start + width]
+            padded = np.full(width, PAD_INDEX, dtype=np.int32)
+            padded[: chunk.size] = chunk
+            scores[start : start + chunk.size] = runner.run(items, signals, padded)[OUTPUT_SCORES][
+                : chunk.size
+            ]
+        return scores
+
+    def retrieve(
+        self,
+        items: np.ndarray,
+        signals: np.ndarray,
+        top_m: int,
+        exclude: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-M by user-vector · item-matrix (numpy), re-ranked by the scoring head, best first.
+
+        Never returns index 0 (padding) or an excluded index; may return fewer than top_m.
+        """
+        if top_m < 1:
+            raise ValueError("top_m must be at least 1")
+        user = self.user_vector(items, signals)
+        affinity = self._item_matrix @ user
+        affinity[PAD_INDEX] = -np.inf
+        if exclude is not None and np.size(exclude):
+            excluded = np.asarray(exclude, dtype=np.int64).reshape(-1)
+            excluded = excluded[(excluded >= 0) & (excluded <= len(self.catalog))]
+            affinity[excluded] = -np.inf
+        available = int(np.isfinite(affinity).sum())
+        count = min(int(top_m), available)
+        if count == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        shortlist = np.argpartition(-affinity, count - 1)[:count]
+        scores = self.score(items, signals, shortlist)
+        order = np.argsort(-scores, kind="stable")
+        return shortlist[order].astype(np.int64), scores[order]

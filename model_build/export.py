@@ -1,0 +1,66 @@
+"""TFLite conversion (returns bytes) and artifact writing (the thin part that touches files)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from rtrec.features import Catalog
+
+QUANTIZATION_MODES = ("float32", "float16", "dynamic_range", "int8")
+
+
+def convert(
+    model: tf.keras.Model,
+    mode: str,
+    representative_data: Callable[[], Iterable[list[np.ndarray]]] | None = None,
+) -> bytes:
+    """Convert a Keras model to a TFLite flatbuffer.
+
+    int8 quantizes weights and activations from representative data but keeps float inputs/outputs
+    and float fallbacks for ops without int8 kernels; the score output stays a float logit.
+    """
+    if mode not in QUANTIZATION_MODES:
+        raise ValueError(f"unknown quantization mode {mode!r}; choose from {QUANTIZATION_MODES}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic_range":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int8":
+        if representative_data is None:
+            raise ValueError("int8 quantization needs representative data")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_data
+    return converter.convert()
+
+
+def quantize_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row: matrix ≈ int8 * scale[:, None]."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    scale = np.abs(matrix).max(axis=1) / 127.0
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    quantized = np.clip(np.round(matrix / scale[:, None]), -127, 127).astype(np.int8)
+    return quantized, scale
+
+
+def write_artifact(
+    out_dir: Path,
+    model_bytes: bytes,
+    catalog: Catalog,
+    item_embeddings: np.ndarray,
+    metadata: dict,
+) -> None:
+    """Write model.tflite, items.json, item_embeddings.npz and metadata.json into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model.tflite").write_bytes(model_bytes)
+    (out_dir / "items.json").write_text(json.dumps(catalog.to_json(), separators=(",", ":")))
+    quantized, scale = quantize_rows(item_embeddings)
+    with (out_dir / "item_embeddings.npz").open("wb") as handle:
+        np.savez_compressed(handle, int8=quantized, scale=scale)
+    (out_dir / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")

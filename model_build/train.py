@@ -1,0 +1,349 @@
+"""`make model`: train on MovieLens-100k, quantize, measure the quantization, export the artifact.
+
+python -m model_build.train [--epochs N] [--out layers/model/model]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from model_build import data as data_module
+from model_build.export import QUANTIZATION_MODES, convert, write_artifact
+from model_build.metrics import summary, target_rank, top_k, top_k_agreement
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "layers" / "model" / "model"
+WEIGHTS_PATH = data_module.WORK_DIR / "keras.weights.h5"
+SEED = 42
+NUM_SAMPLED = 64  # candidates per example for the scoring head: the positive + uniform negatives
+SHORTLIST_SIZE = 128
+BATCH_SIZE = 256
+ARTIFACT_MODE = "dynamic_range"
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    return tf
+
+
+def prepare(work_dir: Path = data_module.WORK_DIR):
+    """Load, split and encode everything the build and the evaluation need."""
+    interactions, data_sha = data_module.load_movielens(work_dir)
+    splits = data_module.leave_one_out(interactions)
+    catalog = data_module.build_catalog(interactions, splits)
+    return {
+        "interactions": interactions,
+        "data_sha256": data_sha,
+        "splits": splits,
+        "catalog": catalog,
+        "train": data_module.training_examples(splits, catalog),
+        "valid": data_module.validation_examples(splits, catalog),
+        "test": data_module.test_examples(splits, catalog),
+        "time_cutoff": data_module.time_cutoff(interactions),
+    }
+
+
+def build_layers(catalog, config=None):
+    from model_build.model import ModelConfig, ModelLayers
+
+    return ModelLayers(len(catalog), catalog.genre_matrix(), config or ModelConfig())
+
+
+def keras_full_scores(serving_model, examples, num_items: int, batch: int = 64) -> np.ndarray:
+    """Scoring-head logits of every item for every example, [n, num_items + 1] (column 0 = padding)."""
+    candidates = np.arange(1, num_items + 1, dtype=np.int32)
+    out = np.empty((len(examples.targets), num_items + 1), dtype=np.float32)
+    out[:, 0] = -np.inf
+    for start in range(0, len(examples.targets), batch):
+        stop = min(start + batch, len(examples.targets))
+        result = serving_model(
+            {
+                "items": examples.items[start:stop],
+                "signals": examples.signals[start:stop],
+                "candidates": np.tile(candidates, (stop - start, 1)),
+            },
+            training=False,
+        )
+        out[start:stop, 1:] = result["scores"].numpy()
+    return out
+
+
+def ranks_of(full_scores: np.ndarray, examples) -> np.ndarray:
+    return np.array(
+        [
+            target_rank(full_scores[i], int(examples.targets[i]), examples.seen[i])
+            for i in range(len(examples.targets))
+        ]
+    )
+
+
+def scorer_full_scores(scorer, examples) -> np.ndarray:
+    num_items = len(scorer.catalog)
+    candidates = np.arange(1, num_items + 1, dtype=np.int32)
+    out = np.empty((len(examples.targets), num_items + 1), dtype=np.float32)
+    out[:, 0] = -np.inf
+    for i in range(len(examples.targets)):
+        out[i, 1:] = scorer.score(examples.items[i], examples.signals[i], candidates)
+    return out
+
+
+def quantization_fidelity(float_scores: np.ndarray, quant_scores: np.ndarray, examples, k: int = 10) -> dict:
+    """Average top-k agreement with the float model and NDCG@k of both, on the same users."""
+    agreement = [
+        top_k_agreement(
+            top_k(float_scores[i], k, examples.seen[i]), top_k(quant_scores[i], k, examples.seen[i]), k
+        )
+        for i in range(len(examples.targets))
+    ]
+    float_metrics = summary(ranks_of(float_scores, examples), k)
+    quant_metrics = summary(ranks_of(quant_scores, examples), k)
+    ndcg_key = f"NDCG@{k}"
+    relative = (quant_metrics[ndcg_key] - float_metrics[ndcg_key]) / max(float_metrics[ndcg_key], 1e-12)
+    return {
+        f"top{k}_agreement": float(np.mean(agreement)),
+        "float": float_metrics,
+        "quantized": quant_metrics,
+        "ndcg_relative_change": float(relative),
+    }
+
+
+class ValidationCallback:
+    """Evaluates full-ranking NDCG@10 on the validation split after each epoch; keeps the best weights."""
+
+    def __new__(cls, *args, **kwargs):
+        tf = _tf()
+
+        class _Callback(tf.keras.callbacks.Callback):
+            def __init__(self, serving_model, examples, num_items):
+                super().__init__()
+                self.serving_model = serving_model
+                self.examples = examples
+                self.num_items = num_items
+                self.best = -1.0
+                self.best_weights = None
+                self.history: list[dict] = []
+
+            def on_epoch_end(self, epoch, logs=None):
+                scores = keras_full_scores(self.serving_model, self.examples, self.num_items)
+                metrics = summary(ranks_of(scores, self.examples))
+                self.history.append({"epoch": epoch + 1, **metrics})
+                print(
+                    f"  validation: HR@10 {metrics['HR@10']:.4f}  NDCG@10 {metrics['NDCG@10']:.4f}",
+                    flush=True,
+                )
+                if metrics["NDCG@10"] > self.best:
+                    self.best = metrics["NDCG@10"]
+                    self.best_weights = self.model.get_weights()
+
+        return _Callback(*args, **kwargs)
+
+
+def train(prepared: dict, epochs: int, seed: int = SEED):
+    """Train; returns (layers, serving model with dynamic candidate count, validation history)."""
+    tf = _tf()
+    from model_build.model import build_serving_model, build_training_model
+
+    tf.keras.utils.set_random_seed(seed)
+    catalog = prepared["catalog"]
+    num_items = len(catalog)
+    layers = build_layers(catalog)
+    training_model = build_training_model(layers, NUM_SAMPLED)
+    serving_model = build_serving_model(layers)
+    examples = prepared["train"]
+
+    def add_candidates(features, labels):
+        negatives = tf.random.uniform((NUM_SAMPLED - 1,), 1, num_items + 1, dtype=tf.int32, seed=seed)
+        features = dict(features, candidates=tf.concat([[labels["retrieval"]], negatives], 0))
+        return features, labels
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(
+            (
+                {"items": examples.items, "signals": examples.signals},
+                {
+                    "retrieval": examples.targets,
+                    "ranking": np.zeros(len(examples.targets), dtype=np.int32),
+                    "interests": examples.interest_targets,
+                },
+            )
+        )
+        .shuffle(len(examples.targets), seed=seed)
+        .map(add_candidates)
+        .batch(BATCH_SIZE)
+        .prefetch(2)
+    )
+    training_model.compile(
+        optimizer=tf.keras.optimizers.Adam(2e-3),
+        loss={
+            "retrieval": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "ranking": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "interests": tf.keras.losses.CategoricalCrossentropy(),
+        },
+        loss_weights={"retrieval": 1.0, "ranking": 0.5, "interests": 0.2},
+    )
+    callback = ValidationCallback(serving_model, prepared["valid"], num_items)
+    training_model.fit(dataset, epochs=epochs, callbacks=[callback], verbose=2)
+    if callback.best_weights is not None:
+        training_model.set_weights(callback.best_weights)
+    return layers, serving_model, callback.history
+
+
+def representative_data(examples, count: int = 200, seed: int = SEED):
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(examples.targets), size=min(count, len(examples.targets)), replace=False)
+
+    def generate():
+        for row in rows:
+            candidates = rng.integers(
+                1, int(examples.items.max()) + 1, size=(1, SHORTLIST_SIZE), dtype=np.int32
+            )
+            yield {
+                "items": examples.items[row : row + 1],
+                "signals": examples.signals[row : row + 1],
+                "candidates": candidates,
+            }
+
+    return generate
+
+
+def load_scorer(model_bytes: bytes, prepared: dict, item_embeddings: np.ndarray, interpreter_module=None):
+    """Write a throwaway artifact and load it through the serving Scorer (the path the Lambda uses)."""
+    from rtrec.scorer import Scorer
+
+    tmp = Path(tempfile.mkdtemp(prefix="rtrec-model-"))
+    write_artifact(
+        tmp,
+        model_bytes,
+        prepared["catalog"],
+        item_embeddings,
+        {"version": "tmp", "shortlist_size": SHORTLIST_SIZE},
+    )
+    return Scorer.load(tmp, interpreter_module=interpreter_module)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=int(os.environ.get("EPOCHS", "8")))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--modes", default=",".join(QUANTIZATION_MODES), help="quantization modes to measure")
+    parser.add_argument("--reuse-weights", action="store_true", help="skip training, load the last weights")
+    parser.add_argument("--mode", default=ARTIFACT_MODE, help="quantization mode of the exported artifact")
+    args = parser.parse_args(argv)
+
+    started = time.time()
+    prepared = prepare()
+    catalog = prepared["catalog"]
+    print(
+        f"data: {len(prepared['interactions'])} interactions, {len(prepared['splits'])} users, "
+        f"{len(catalog)} items, "
+        f"{len(prepared['train'].targets)} training examples, time cutoff {prepared['time_cutoff']}",
+        flush=True,
+    )
+    if args.reuse_weights:
+        from model_build.model import build_serving_model
+
+        layers = build_layers(catalog)
+        serving_model = build_serving_model(layers)
+        serving_model.load_weights(WEIGHTS_PATH)
+        history = []
+    else:
+        layers, serving_model, history = train(prepared, args.epochs)
+        serving_model.save_weights(WEIGHTS_PATH)
+    from model_build.model import build_serving_model
+
+    export_model = build_serving_model(layers, batch_size=1)
+    item_embeddings = layers.item_embedding.get_weights()[0]
+
+    test = prepared["test"]
+    float_scores = keras_full_scores(serving_model, test, len(catalog))
+    rep = representative_data(prepared["train"])
+    quantization: dict[str, dict] = {}
+    chosen_bytes = None
+    for mode in [m for m in args.modes.split(",") if m]:
+        model_bytes = convert(export_model, mode, rep)
+        scorer = load_scorer(model_bytes, prepared, item_embeddings)
+        fidelity = quantization_fidelity(float_scores, scorer_full_scores(scorer, test), test)
+        fidelity["model_bytes"] = len(model_bytes)
+        quantization[mode] = fidelity
+        print(
+            f"  {mode:14s} {len(model_bytes) / 1024:7.1f} KiB  "
+            f"top-10 agreement {fidelity['top10_agreement']:.3f}  "
+            f"NDCG@10 {fidelity['quantized']['NDCG@10']:.4f} (float {fidelity['float']['NDCG@10']:.4f}, "
+            f"{100 * fidelity['ndcg_relative_change']:+.2f}%)",
+            flush=True,
+        )
+        if mode == args.mode:
+            chosen_bytes = model_bytes
+    if chosen_bytes is None:
+        chosen_bytes = convert(export_model, args.mode, rep)
+
+    from model_build.model import ModelConfig
+
+    metadata = {
+        "version": time.strftime("%Y%m%d%H%M%S", time.gmtime()) + f"-{args.mode}",
+        "quantization": args.mode,
+        "shortlist_size": SHORTLIST_SIZE,
+        "inputs": {
+            "items": {"dtype": "int32", "shape": [1, 50], "meaning": "rtrec.features.encode_history items"},
+            "signals": {
+                "dtype": "int32",
+                "shape": [1, 50],
+                "meaning": "rtrec.features.encode_history signals",
+            },
+            "candidates": {"dtype": "int32", "shape": [1, -1], "meaning": "catalog indices, 0 = padding"},
+        },
+        "outputs": {
+            "scores": {
+                "dtype": "float32",
+                "shape": [1, -1],
+                "meaning": "logit per candidate, higher = better",
+            },
+            "interests": {
+                "dtype": "float32",
+                "shape": [1, 19],
+                "meaning": "softmax over rtrec.features.GENRES",
+            },
+            "user_vector": {
+                "dtype": "float32",
+                "shape": [1, item_embeddings.shape[1]],
+                "meaning": "for retrieval",
+            },
+        },
+        "item_embeddings": "item_embeddings.npz: int8 [N+1, D] with per-row float32 scale",
+        "data": {
+            "source": f"{data_module.WHEEL_REQUIREMENT} {data_module.DATASET_PREFIX}",
+            "wheel_sha256": prepared["data_sha256"],
+            "time_cutoff": prepared["time_cutoff"],
+            "split": "leave-one-out per user in time order (stable sort)",
+        },
+        "training": {
+            "epochs": args.epochs,
+            "seed": SEED,
+            "config": asdict(ModelConfig()),
+            "validation_history": history,
+            "build_seconds": round(time.time() - started, 1),
+        },
+        "metrics": {"test_float": summary(ranks_of(float_scores, test))},
+        "quantization_measured": quantization,
+    }
+    if args.mode in quantization:
+        metadata["metrics"]["test_quantized"] = quantization[args.mode]["quantized"]
+    write_artifact(args.out, chosen_bytes, catalog, item_embeddings, metadata)
+    (data_module.WORK_DIR / "quantization.json").write_text(json.dumps(quantization, indent=2))
+    print(f"wrote {args.out} in {time.time() - started:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
