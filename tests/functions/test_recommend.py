@@ -6,18 +6,25 @@ Runs the real handler against the real store on moto and the real model artifact
 
 from __future__ import annotations
 
+import base64
 import copy
 import io
+import itertools
 import json
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
 
+from functions.ingest import app as ingest_app
 from functions.recommend import app as recommend_app
 from rtrec.features import GENRES
 from rtrec.recommender import Recommender
 from rtrec.state import Interaction, UserState
+from rtrec.stores.dead_letters import DeadLetterQueue
 from rtrec.stores.user_state import UserStateStore
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
@@ -94,6 +101,111 @@ def api(user_state_table, monkeypatch):
         return Answer(response["statusCode"], body, response.get("headers") or {})
 
     return call
+
+
+@pytest.fixture
+def ingest_events(user_state_table, monkeypatch):
+    """Feeds events through the real ingest handler (Kinesis records -> fold -> UserState on moto)."""
+    sqs = boto3.client("sqs")
+    queue_url = sqs.create_queue(QueueName="test-dlq")["QueueUrl"]
+    deps = ingest_app.Dependencies(
+        store=UserStateStore(user_state_table),
+        dead_letters=DeadLetterQueue(sqs, queue_url),
+        catalog=recommend_app.recommender.catalog,
+    )
+    monkeypatch.setattr(ingest_app, "deps", deps)
+    sequence = itertools.count(1)
+
+    def send(user_id: str, events: list[tuple[str, str, float | None]]) -> None:
+        now = int(time.time() * 1000)
+        records = []
+        for n, (item_id, kind, value) in enumerate(events):
+            payload = {"user_id": user_id, "event_id": uuid.uuid4().hex, "item_id": item_id, "type": kind}
+            payload["ts"] = now - len(events) + n
+            if value is not None:
+                payload["value"] = value
+            number = f"4965{next(sequence):020d}"
+            records.append(
+                {
+                    "kinesis": {
+                        "partitionKey": user_id,
+                        "sequenceNumber": number,
+                        "data": base64.b64encode(json.dumps(payload).encode()).decode(),
+                        "approximateArrivalTimestamp": now / 1000,
+                    },
+                    "eventSource": "aws:kinesis",
+                    "eventID": f"shardId-000000000000:{number}",
+                    "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/test-events",
+                }
+            )
+        response = ingest_app.lambda_handler(
+            {"Records": records}, FakeContext(function_name="IngestFunction")
+        )
+        assert response == {"batchItemFailures": []}
+
+    return send
+
+
+def item_ids(answer: Answer) -> list[str]:
+    return [item["item_id"] for item in answer.body["items"]]
+
+
+def items_of_genre(genre: str, count: int) -> list[str]:
+    catalog = recommend_app.recommender.catalog
+    return [i for i in catalog.item_ids if genre in catalog.genres_of(i)][:count]
+
+
+def test_ingested_events_change_the_very_next_answer_and_remove_seen_items(api, ingest_events):
+    before = api("GET", "/v1/recommendations", query={"k": "20"})
+    prior = api("GET", "/v1/interests").body["interests"]
+    assert before.body["source"] == "popular"
+
+    horror = items_of_genre("Horror", 8)
+    ingest_events("user-a", [(item, "rating", 5) for item in horror])
+    after = api("GET", "/v1/recommendations", query={"k": "20"})
+    assert after.status == 200 and after.body["source"] == "model" and not after.body["degraded"]
+    assert item_ids(after) != item_ids(before)
+    assert not set(horror) & set(item_ids(after))
+    assert {item["reason"] for item in after.body["items"]} <= {"model", "explore"}
+    horror_count = [sum("Horror" in i["genres"] for i in a.body["items"]) for a in (before, after)]
+    assert horror_count[1] > horror_count[0]
+    interests = api("GET", "/v1/interests").body
+    assert interests["source"] == "model" and interests["interests"]["Horror"] > prior["Horror"]
+
+    clicked = [item["item_id"] for item in after.body["items"]][:3]
+    ingest_events("user-a", [(item, "click", None) for item in clicked])
+    again = api("GET", "/v1/recommendations", query={"k": "20"})
+    assert not (set(clicked) | set(horror)) & set(item_ids(again))
+
+
+def test_a_user_whose_items_are_all_unknown_still_gets_an_answer(api, ingest_events):
+    ingest_events("user-a", [(f"new-item-{n}", "purchase", None) for n in range(5)])
+    answer = api("GET", "/v1/recommendations", query={"k": "5"})
+    assert answer.status == 200 and len(answer.body["items"]) == 5
+    assert answer.body["source"] == "cold_start" and not answer.body["degraded"]
+    assert {item["reason"] for item in answer.body["items"]} == {"cold_start"}
+    rank = api("POST", "/v1/recommendations/rank", body={"item_ids": ["new-item-1", "50", "1"]})
+    assert rank.status == 200 and rank.body["unknown_item_ids"] == ["new-item-1"]
+
+
+def test_a_token_reads_only_its_own_users_state_and_nothing_writes_it(api, ingest_events, user_state_table):
+    horror = items_of_genre("Horror", 6)
+    ingest_events("user-b", [(item, "rating", 5) for item in horror])
+    stored_b = user_state_table.get_item(Key={"user_id": "user-b"})["Item"]
+
+    as_a = api("GET", "/v1/recommendations", sub="user-a", query={"k": "30"})
+    assert as_a.body["source"] == "popular"  # A has no state; B's history is not A's
+    assert api("GET", "/v1/interests", sub="user-a").body["source"] == "popular"
+    as_b = api("GET", "/v1/recommendations", sub="user-b", query={"k": "30"})
+    assert as_b.body["source"] == "model" and not set(horror) & set(item_ids(as_b))
+
+    assert api("GET", "/v1/recommendations", sub="user-a", query={"user_id": "user-b"}).status == 400
+    assert api("GET", "/v1/interests", sub="user-a", query={"sub": "user-b"}).status == 400
+    naming_b = {"item_ids": horror, "user_id": "user-b"}
+    assert api("POST", "/v1/recommendations/rank", sub="user-a", body=naming_b).status == 400
+
+    assert user_state_table.get_item(Key={"user_id": "user-b"})["Item"] == stored_b
+    assert "Item" not in user_state_table.get_item(Key={"user_id": "user-a"})
 
 
 def test_the_real_model_is_loaded_once_at_import():
@@ -330,8 +442,6 @@ def test_a_model_that_never_loaded_still_answers(api, monkeypatch, tmp_path):
 
 
 def test_a_failed_state_read_degrades_instead_of_failing(aws, monkeypatch, capsys):
-    import boto3
-
     missing_table = boto3.resource("dynamodb").Table("no-such-table")
     monkeypatch.setattr(recommend_app, "user_states", UserStateStore(missing_table))
     response = recommend_app.lambda_handler(http_event("GET", "/v1/recommendations"), FakeContext())
