@@ -1,0 +1,248 @@
+"""Ingest benchmark: the state fold and the ingest handler on a MovieLens-100k replay in time order.
+
+Prints a table and writes bench/results/ingest.json. Measured:
+- the fold alone (events/s, state kept in a dict: no serialisation, no AWS);
+- the whole handler path (base64 + JSON + validation + grouping + fold + item round trip)
+  against an in-memory store, with the number of writes per batch next to the
+  number of distinct users in the batch (the target: equal);
+- the size of the largest state item.
+
+Uses the recbole wheel that `make model` fetched (model_build/.work); without it
+(or with --synthetic) a generator of the same shape stands in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from functions.ingest import app as ingest
+from rtrec.events import Event
+from rtrec.features import GENRES, Catalog
+from rtrec.state import UserState, fold
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
+TARGET_EVENTS_PER_S = 20_000
+NOW_MS = 1_800_000_000_000
+
+
+def movielens_events(limit: int) -> tuple[list[Event], Catalog, str]:
+    """The first ``limit`` MovieLens ratings in time order (file order breaks ties), as rating events."""
+    from model_build.data import WHEEL_NAME, WORK_DIR, load_movielens
+
+    if not (WORK_DIR / WHEEL_NAME).exists():
+        raise FileNotFoundError("run `make model` first to fetch MovieLens-100k")
+    data, _ = load_movielens()
+    order = sorted(range(len(data)), key=lambda i: (int(data.timestamps[i]), i))[:limit]
+    events = [
+        Event(
+            user_id=str(data.user_ids[i]),
+            event_id=f"ml-{i}",
+            item_id=str(data.item_ids[i]),
+            type="rating",
+            ts=int(data.timestamps[i]) * 1000,
+            value=float(data.ratings[i]),
+        )
+        for i in order
+    ]
+    catalog = Catalog(
+        item_ids=list(data.catalog_item_ids),
+        genre_ids=[list(g) for g in data.catalog_genre_ids],
+        popularity=[0.0] * len(data.catalog_item_ids),
+    )
+    return events, catalog, "MovieLens-100k (recbole 1.2.1), first events in time order"
+
+
+def synthetic_events(limit: int, seed: int = 7) -> tuple[list[Event], Catalog, str]:
+    """Same shape as MovieLens-100k: 943 users, 1,682 items, ratings 1–5, increasing timestamps."""
+    rng = random.Random(seed)
+    items = [str(i) for i in range(1, 1683)]
+    catalog = Catalog(
+        item_ids=items,
+        genre_ids=[rng.sample(range(len(GENRES)), rng.randint(1, 3)) for _ in items],
+        popularity=[0.0] * len(items),
+    )
+    users = [str(u) for u in range(1, 944)]
+    weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(users))]  # a few very active users
+    ts = 874_724_710_000
+    events = []
+    for n in range(limit):
+        ts += rng.randint(0, 60_000)
+        events.append(
+            Event(
+                rng.choices(users, weights)[0], f"syn-{n}", rng.choice(items), "rating", ts, rng.randint(1, 5)
+            )
+        )
+    return events, catalog, "synthetic, MovieLens-100k shape"
+
+
+def batches(events: list[Event], size: int) -> list[list[Event]]:
+    return [events[i : i + size] for i in range(0, len(events), size)]
+
+
+def bench_fold(event_batches: list[list[Event]], catalog: Catalog, repeats: int) -> list[float]:
+    """Seconds per full replay of the fold alone, one per repeat."""
+    timings = []
+    for _ in range(repeats):
+        states: dict[str, UserState] = {}
+        started = time.perf_counter()
+        for batch in event_batches:
+            by_user: dict[str, list[Event]] = defaultdict(list)
+            for event in batch:
+                by_user[event.user_id].append(event)
+            for user_id, user_events in by_user.items():
+                result = fold(states.get(user_id), user_id, user_events, catalog, NOW_MS)
+                states[user_id] = result.state
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+class MemoryStore:
+    """UserStateStore stand-in: keeps serialised items, as DynamoDB would, and counts writes."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict] = {}
+        self.writes = 0
+
+    def get(self, user_id: str, consistent: bool = True) -> UserState | None:
+        item = self.items.get(user_id)
+        return None if item is None else UserState.from_item(item)
+
+    def put(self, state: UserState) -> None:
+        self.writes += 1
+        self.items[state.user_id] = state.to_item()
+
+
+def kinesis_records(batch: Iterable[Event], start: int) -> list[dict]:
+    return [
+        {
+            "kinesis": {
+                "partitionKey": event.user_id,
+                "sequenceNumber": str(start + n),
+                "data": base64.b64encode(event.to_bytes()).decode(),
+            },
+            "eventID": f"shardId-000000000000:{start + n}",
+        }
+        for n, event in enumerate(batch)
+    ]
+
+
+def bench_handler(event_batches: list[list[Event]], catalog: Catalog) -> dict:
+    store = MemoryStore()
+    deps = ingest.Dependencies(
+        store=store, dead_letters=None, catalog=catalog, clock_ms=lambda: NOW_MS, sleep=lambda _: None
+    )
+    prepared = []
+    sequence = 0
+    for batch in event_batches:
+        prepared.append((kinesis_records(batch, sequence), len({e.user_id for e in batch})))
+        sequence += len(batch)
+    writes, users, failures = [], [], 0
+    started = time.perf_counter()
+    for records, distinct_users in prepared:
+        before = store.writes
+        outcome = ingest.process_batch(records, deps)
+        failures += len(outcome.failures)
+        writes.append(store.writes - before)
+        users.append(distinct_users)
+    elapsed = time.perf_counter() - started
+    largest = max(len(json.dumps(item, default=str).encode()) for item in store.items.values())
+    return {
+        "seconds": elapsed,
+        "writes_per_batch": writes,
+        "users_per_batch": users,
+        "failures": failures,
+        "largest_item_bytes": largest,
+        "users": len(store.items),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=100, help="the event source mapping's BatchSize")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--synthetic", action="store_true", help="skip MovieLens even if it is available")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.synthetic:
+            raise FileNotFoundError("--synthetic")
+        events, catalog, source = movielens_events(args.events)
+    except Exception as error:  # the replay must run anywhere; say which data it used
+        print(f"MovieLens unavailable ({error}); using the synthetic generator", file=sys.stderr)
+        events, catalog, source = synthetic_events(args.events)
+
+    event_batches = batches(events, args.batch_size)
+    fold_timings = bench_fold(event_batches, catalog, args.repeats)
+    fold_rate = len(events) / min(fold_timings)
+    handler = bench_handler(event_batches, catalog)
+    handler_rate = len(events) / handler["seconds"]
+    writes_match = handler["writes_per_batch"] == handler["users_per_batch"]
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    result = {
+        "source": source,
+        "events": len(events),
+        "batch_size": args.batch_size,
+        "batches": len(event_batches),
+        "users": handler["users"],
+        "fold_events_per_s_best": round(fold_rate),
+        "fold_events_per_s_median": round(len(events) / statistics.median(fold_timings)),
+        "handler_events_per_s": round(handler_rate),
+        "writes_per_batch_mean": statistics.mean(handler["writes_per_batch"]),
+        "distinct_users_per_batch_mean": statistics.mean(handler["users_per_batch"]),
+        "writes_equal_distinct_users_every_batch": writes_match,
+        "handler_failures": handler["failures"],
+        "largest_item_bytes": handler["largest_item_bytes"],
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "target_events_per_s": TARGET_EVENTS_PER_S,
+        "meets_target": fold_rate >= TARGET_EVENTS_PER_S,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+    rows = [
+        ("data", source),
+        (
+            "events / batches / users",
+            f"{len(events):,} / {len(event_batches)} x {args.batch_size} / {handler['users']}",
+        ),
+        ("fold alone, events/s (best, median)", f"{fold_rate:,.0f}, {result['fold_events_per_s_median']:,}"),
+        ("handler path, events/s (store in memory)", f"{handler_rate:,.0f}"),
+        ("DynamoDB writes per batch (mean)", f"{result['writes_per_batch_mean']:.2f}"),
+        ("distinct users per batch (mean)", f"{result['distinct_users_per_batch_mean']:.2f}"),
+        ("writes == distinct users in every batch", str(writes_match)),
+        ("largest state item, bytes", f"{handler['largest_item_bytes']:,}"),
+        ("peak RSS, MB", f"{peak_rss_mb:.0f}"),
+        (
+            f"target >= {TARGET_EVENTS_PER_S:,} events/s on one core",
+            "met" if result["meets_target"] else "NOT met",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print(f"{'ingest benchmark':<{width}} | value")
+    print(f"{'-' * width}-+-{'-' * 40}")
+    for name, value in rows:
+        print(f"{name:<{width}} | {value}")
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
+    return 0 if result["meets_target"] and writes_match and not handler["failures"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
