@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import logging
 import os
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,14 +64,17 @@ class LocalFunction:
         """Import the handler module (after the environment is in place, as at a cold start)."""
         module_name, _, function_name = self.spec.handler.rpartition(".")
         code_dir = (self.root / self.spec.code_uri).resolve()
-        module = _import_handler_module(self.root, code_dir, module_name)
+        output = _handler_output.running(self.spec.logical_id) if _handler_output else nullcontext()
+        with output:
+            module = _import_handler_module(self.root, code_dir, module_name)
         self._handler = getattr(module, function_name)
 
     def invoke(self, event: dict) -> Any:
         """Call the handler with `event`; exceptions propagate (a function error)."""
         if self._handler is None:
             self.load()
-        with self._lock:
+        output = _handler_output.running(self.spec.logical_id) if _handler_output else nullcontext()
+        with self._lock, output:
             context = LambdaContext(
                 function_name=self.name,
                 memory_limit_in_mb=self.spec.memory_mb,
@@ -170,3 +175,71 @@ def restore_environment(previous: dict[str, str | None]) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+class HandlerOutput(io.TextIOBase):
+    """stdout shared by all functions in one terminal: each handler line is prefixed with its function.
+
+    Handlers write Powertools JSON logs and EMF metric lines to stdout, as in Lambda. EMF lines
+    (CloudWatch metrics, meaningless locally) can be dropped to keep a demo readable.
+    """
+
+    def __init__(self, target: Any, drop_metrics: bool = False) -> None:
+        super().__init__()
+        self._target = target
+        self._drop_metrics = drop_metrics
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        function = getattr(self._local, "function", None)
+        if function is None:
+            with self._lock:
+                return self._target.write(text)
+        *lines, self._local.pending = (self._local.pending + text).split("\n")
+        for line in lines:
+            self._emit(function, line)
+        return len(text)
+
+    def _emit(self, function: str, line: str) -> None:
+        if not line or (self._drop_metrics and line.startswith('{"_aws"')):
+            return
+        with self._lock:
+            self._target.write(f"{function:<17}| {line}\n")
+            self._target.flush()
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    @contextmanager
+    def running(self, function: str) -> Iterator[None]:
+        """Attribute this thread's output to `function` for the duration of the block."""
+        previous = getattr(self._local, "function", None)
+        self._local.function, self._local.pending = function, ""
+        try:
+            yield
+        finally:
+            if self._local.pending:
+                self._emit(function, self._local.pending)
+            self._local.function, self._local.pending = previous, ""
+
+
+_handler_output: HandlerOutput | None = None
+
+
+def install_handler_output(drop_metrics: bool = False) -> None:
+    """Route handler stdout through a HandlerOutput (before the handlers are imported)."""
+    global _handler_output
+    if _handler_output is None:
+        _handler_output = HandlerOutput(sys.stdout, drop_metrics)
+        sys.stdout = _handler_output
+
+
+def uninstall_handler_output() -> None:
+    global _handler_output
+    if _handler_output is not None and sys.stdout is _handler_output:
+        sys.stdout = _handler_output._target
+    _handler_output = None

@@ -25,10 +25,12 @@ from infra.local.poller import KinesisPoller, sqs_destination
 from infra.local.runtime import (
     LocalFunction,
     function_environment,
+    install_handler_output,
     layer_directories,
     layer_import_paths,
     prepare_process,
     restore_environment,
+    uninstall_handler_output,
 )
 from infra.local.template import Template
 
@@ -63,6 +65,7 @@ class LocalStack:
         region: str | None = None,
         poll_interval_s: float = 0.1,
         environment: dict[str, str] | None = None,
+        drop_metric_lines: bool = False,
     ) -> None:
         self.template = Template(template_path)
         self.host = host
@@ -71,6 +74,7 @@ class LocalStack:
         self.poll_interval_s = poll_interval_s
         self.environment_overrides = dict(environment or {})
         self._signing_key_pem = signing_key_pem
+        self.drop_metric_lines = drop_metric_lines
         self.moto = MotoServer(host=host)
         self.physical: PhysicalResources | None = None
         self.functions: dict[str, LocalFunction] = {}
@@ -112,6 +116,7 @@ class LocalStack:
             import_paths += layer_import_paths(layer_directories(spec, self.template, resolver))
             self.functions[spec.logical_id] = LocalFunction(spec, self.template.root, self.region)
         env.update(self.environment_overrides)
+        install_handler_output(self.drop_metric_lines)
         previous = prepare_process(import_paths, env)
         self._previous_environment.update({k: v for k, v in previous.items() if k not in _LOCAL_ENVIRONMENT})
         for function in self.functions.values():
@@ -180,6 +185,7 @@ class LocalStack:
             except Exception:
                 log.exception("stopping %s failed", type(part).__name__)
         restore_environment(self._previous_environment)
+        uninstall_handler_output()
         self._previous_environment = {}
         log.info("local stack stopped")
 
