@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.mode in quantization:
         metadata["metrics"]["test_quantized"] = quantization[args.mode]["quantized"]
     write_artifact(args.out, chosen_bytes, catalog, item_embeddings, metadata)
+    WEIGHTS_PATH.with_suffix(".version").write_text(metadata["version"] + "\n")
     (data_module.WORK_DIR / "quantization.json").write_text(json.dumps(quantization, indent=2))
     print(f"wrote {args.out} in {time.time() - started:.0f} s", flush=True)
 

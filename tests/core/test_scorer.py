@@ -1,0 +1,157 @@
+"""The Scorer on the committed model artifact: padding, chunking, exclusion, interests, state reset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtrec.features import GENRES, PAD_INDEX, HistoryStep, encode_history
+from rtrec.scorer import ModelUnavailable, Scorer
+
+MODEL_DIR = Path(os.environ["MODEL_DIR"])
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def scorer() -> Scorer:
+    return Scorer.load(MODEL_DIR)
+
+
+@pytest.fixture
+def history(scorer):
+    steps = [
+        HistoryStep(scorer.catalog.item_at(i), "rating", 5.0 - i % 3) for i in (1, 50, 100, 172, 181, 258)
+    ]
+    return encode_history(steps, scorer.catalog)
+
+
+def test_metadata_and_catalog(scorer):
+    assert scorer.version == scorer.metadata["version"]
+    assert len(scorer.catalog) > 1000
+    assert set(scorer.metadata["inputs"]) == {"items", "signals", "candidates"}
+    assert set(scorer.metadata["outputs"]) == {"scores", "interests", "user_vector"}
+
+
+def test_interests_are_a_distribution_over_genres(scorer, history):
+    interests = scorer.interests(*history)
+    assert interests.dtype == np.float32 and interests.shape == (len(GENRES),)
+    assert interests.min() >= 0
+    assert interests.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_empty_history_still_scores(scorer):
+    items, signals = encode_history([], scorer.catalog)
+    assert scorer.interests(items, signals).sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.isfinite(scorer.score(items, signals, np.array([1, 2, 3]))).all()
+
+
+@pytest.mark.parametrize("count", [1, 5, 127, 128, 129, 700])
+def test_score_pads_and_unpads(scorer, history, count):
+    everything = scorer.score(*history, np.arange(1, len(scorer.catalog) + 1))
+    rng = np.random.default_rng(count)
+    candidates = rng.choice(np.arange(1, len(scorer.catalog) + 1), size=count, replace=False)
+    scores = scorer.score(*history, candidates)
+    assert scores.shape == (count,) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, everything[candidates - 1], rtol=1e-3, atol=1e-3)
+
+
+def test_more_candidates_than_the_catalog_are_chunked(scorer, history):
+    candidates = np.concatenate([np.arange(1, len(scorer.catalog) + 1)] * 2)
+    scores = scorer.score(*history, candidates)
+    np.testing.assert_allclose(scores[: len(scorer.catalog)], scores[len(scorer.catalog) :], rtol=1e-5)
+
+
+def test_repeated_calls_give_identical_scores(scorer, history):
+    """The fused LSTM keeps state between invokes unless reset; a second call must not drift."""
+    first = scorer.score(*history, np.arange(1, 200))
+    other_items, other_signals = encode_history(
+        [HistoryStep(scorer.catalog.item_at(7), "view")], scorer.catalog
+    )
+    scorer.score(other_items, other_signals, np.arange(1, 200))
+    np.testing.assert_array_equal(scorer.score(*history, np.arange(1, 200)), first)
+
+
+def test_history_changes_the_answer(scorer, history):
+    other = encode_history(
+        [HistoryStep(scorer.catalog.item_at(i), "rating", 5) for i in (2, 3, 4)], scorer.catalog
+    )
+    assert not np.allclose(scorer.score(*history, np.arange(1, 50)), scorer.score(*other, np.arange(1, 50)))
+
+
+def test_retrieve_never_returns_padding_or_excluded(scorer, history):
+    exclude = np.concatenate([history[0][history[0] > 0], np.arange(1, 300)])
+    indices, scores = scorer.retrieve(*history, 50, exclude=exclude)
+    assert len(indices) == 50 == len(scores)
+    assert PAD_INDEX not in indices
+    assert not set(indices.tolist()) & set(exclude.tolist())
+    assert len(set(indices.tolist())) == 50
+    assert np.all(np.diff(scores) <= 0)  # best first
+    np.testing.assert_allclose(scores, scorer.score(*history, indices), rtol=1e-3, atol=1e-3)
+
+
+def test_retrieve_returns_fewer_when_almost_everything_is_excluded(scorer, history):
+    keep = np.array([10, 20, 30])
+    exclude = np.setdiff1d(np.arange(0, len(scorer.catalog) + 1), keep)
+    indices, _ = scorer.retrieve(*history, 100, exclude=exclude)
+    assert sorted(indices.tolist()) == keep.tolist()
+
+
+def test_retrieve_larger_than_the_shortlist(scorer, history):
+    indices, _ = scorer.retrieve(*history, scorer.shortlist_size + 50)
+    assert len(indices) == scorer.shortlist_size + 50 and PAD_INDEX not in indices
+
+
+@pytest.mark.parametrize(
+    "candidates",
+    [np.array([], dtype=np.int64), np.array([0, 1]), np.array([1, 100000]), np.array([1.5, 2.0])],
+)
+def test_bad_candidates_are_rejected(scorer, history, candidates):
+    with pytest.raises(ValueError):
+        scorer.score(*history, candidates)
+
+
+def test_bad_history_is_rejected(scorer):
+    with pytest.raises(ValueError):
+        scorer.interests(np.zeros(3, np.int32), np.zeros(3, np.int32))
+
+
+def test_missing_artifact_raises_model_unavailable(tmp_path):
+    with pytest.raises(ModelUnavailable):
+        Scorer.load(tmp_path)
+
+
+def test_unknown_interpreter_module_raises_model_unavailable():
+    with pytest.raises(ModelUnavailable):
+        Scorer.load(MODEL_DIR, interpreter_module="no_such_tflite_module")
+
+
+def test_same_answers_on_tflite_runtime(scorer, history):
+    """The artifact and the scorer also run unchanged on tflite_runtime 2.14 (own process, numpy < 2)."""
+    code = (
+        "import json, sys, numpy as np\n"
+        "from rtrec.scorer import Scorer\n"
+        "s = Scorer.load(sys.argv[1], interpreter_module='tflite_runtime.interpreter')\n"
+        "items, signals = (np.array(x, np.int32) for x in json.loads(sys.argv[2]))\n"
+        "idx, _ = s.retrieve(items, signals, 20)\n"
+        "scores = s.score(items, signals, np.arange(1, 300)).tolist()\n"
+        "print(json.dumps({'scores': scores, 'top': idx.tolist()}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "layers" / "core")}
+    payload = json.dumps([history[0].tolist(), history[1].tolist()])
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(MODEL_DIR), payload],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(out["scores"], scorer.score(*history, np.arange(1, 300)), rtol=1e-3, atol=1e-3)
+    assert len(set(out["top"]) & set(scorer.retrieve(*history, 20)[0].tolist())) >= 18
