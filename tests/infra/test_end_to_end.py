@@ -1,0 +1,173 @@
+"""The whole service through the local stack, over HTTP, with boto3 clients against its AWS.
+
+The stack runs as `make local` runs it (python -m infra.local.stack) in a child process:
+the real template, the real handlers, the real model artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+
+from infra.local.auth import LocalIdentityProvider
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def start_stack(work: Path) -> dict:
+    """Start `python -m infra.local.stack` as `make local` does; returns once it is serving."""
+    ready, key, log = work / "ready.json", work / "key.pem", work / "stack.log"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "layers" / "core"), str(REPO_ROOT)]),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    command = [sys.executable, "-m", "infra.local.stack", "--port", "0", "--ready-file", str(ready)]
+    command += ["--key-file", str(key), "--log-level", "INFO"]
+    with log.open("w") as output:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_stack(process)
+            pytest.fail(f"local stack did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    info = json.loads(ready.read_text())
+    identity = LocalIdentityProvider.from_key_file(key, info["issuer"], info["audiences"])
+    return {"info": info, "identity": identity, "process": process, "log": log}
+
+
+def stop_stack(process: subprocess.Popen) -> int:
+    """Ctrl-C, as a developer would; returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory):
+    stack = start_stack(tmp_path_factory.mktemp("e2e"))
+    yield stack
+    stop_stack(stack["process"])
+
+
+def call(stack: dict, method: str, path: str, user: str | None = None, body=None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if user:
+        headers["Authorization"] = f"Bearer {stack['identity'].mint(user)}"
+    request = urllib.request.Request(
+        stack["info"]["api_url"] + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers=headers,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def client(stack: dict, service: str):
+    return boto3.client(
+        service,
+        endpoint_url=stack["info"]["aws_endpoint_url"],
+        region_name=stack["info"]["region"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def wait_for(predicate, timeout_s: float = 30.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_requests_without_a_valid_token_are_refused(local_stack):
+    assert call(local_stack, "GET", "/v1/recommendations")[0] == 401
+    assert call(local_stack, "GET", "/v1/interests")[0] == 401
+    status, _ = call(local_stack, "POST", "/v1/events", body={"events": []})
+    assert status == 401
+    foreign = LocalIdentityProvider(local_stack["identity"].issuer, local_stack["identity"].audiences)
+    request = urllib.request.Request(
+        local_stack["info"]["api_url"] + "/v1/recommendations",
+        headers={"Authorization": f"Bearer {foreign.mint('e2e-intruder')}"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+
+
+def test_events_in_change_the_next_recommendations(local_stack):
+    user = "e2e-reader"
+    status, before = call(local_stack, "GET", "/v1/recommendations?k=10", user)
+    assert status == 200 and len(before["items"]) == 10
+    consumed = [item["item_id"] for item in before["items"][:5]]
+    now = int(time.time() * 1000)
+    events = [
+        {"event_id": f"e2e-{i}", "item_id": item, "type": "rating", "value": 5, "timestamp": now - 1000 + i}
+        for i, item in enumerate(consumed)
+    ]
+    status, accepted = call(local_stack, "POST", "/v1/events", user, {"events": events})
+    assert (status, accepted["accepted"]) == (202, 5)
+
+    def changed():
+        _, after = call(local_stack, "GET", "/v1/recommendations?k=10", user)
+        ids = [item["item_id"] for item in after["items"]]
+        return after if not set(consumed) & set(ids) else None
+
+    after = wait_for(changed)
+    assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
+    assert after["source"] == "model"
+    table = local_stack["info"]["resources"]["UserStateTable"]["Ref"]
+    item = client(local_stack, "dynamodb").get_item(TableName=table, Key={"user_id": {"S": user}})["Item"]
+    assert {entry["M"]["item_id"]["S"] for entry in item["recent"]["L"]} == set(consumed)
+
+
+def test_poison_record_lands_in_the_dead_letter_queue(local_stack):
+    resources = local_stack["info"]["resources"]
+    client(local_stack, "kinesis").put_record(
+        StreamName=resources["EventStream"]["Ref"], PartitionKey="e2e-poison", Data=b"{not json"
+    )
+    sqs = client(local_stack, "sqs")
+    queue_url = resources["DeadLetterQueue"]["Ref"]
+
+    def poison_letter():
+        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+            if "not JSON" in message["Body"]:
+                return json.loads(message["Body"])
+        return None
+
+    letter = wait_for(poison_letter)
+    assert "not JSON" in letter["reason"]
+
+
+def test_ctrl_c_stops_everything_cleanly(tmp_path):
+    stack = start_stack(tmp_path)
+    assert call(stack, "GET", "/v1/interests", "e2e-someone")[0] == 200
+    assert stop_stack(stack["process"]) == 0
+    log = stack["log"].read_text()
+    assert "local stack stopped" in log
+    assert "Traceback" not in log
