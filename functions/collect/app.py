@@ -81,8 +81,12 @@ def _events_from_body() -> list[Any]:
 @app.post("/v1/events")
 @tracer.capture_method
 def post_events() -> Response:
-    user_id = _user_id()
-    raw_events = _events_from_body()
+    try:
+        user_id = _user_id()
+        raw_events = _events_from_body()
+    except (UnauthorizedError, BadRequestError, ServiceError):
+        metrics.add_metric(name="RequestsRejected", unit=MetricUnit.Count, value=1)
+        raise
     now_ms = int(time.time() * 1000)
 
     rejected: dict[int, str] = {}
@@ -108,6 +112,7 @@ def post_events() -> Response:
             outcome = _stream().put(records)
         except (ClientError, BotoCoreError) as error:
             logger.exception("PutRecords failed", extra={"records": len(records)})
+            metrics.add_metric(name="StreamUnavailable", unit=MetricUnit.Count, value=1)
             raise ServiceError(503, "the event stream is unavailable; retry later") from error
         accepted = len(outcome.written)
         for position, code in outcome.failed.items():

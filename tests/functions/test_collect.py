@@ -111,9 +111,10 @@ def test_duplicate_event_id_within_a_request_is_rejected(stream):
     assert len(stream_records(stream)) == 1
 
 
-def test_missing_token_claims_get_401(stream):
+def test_missing_token_claims_get_401(stream, capsys):
     status, body, _ = invoke(request({"events": []}, sub=None))
     assert status == 401 and "sub" in body["message"]
+    assert '"RequestsRejected":[1.0]' in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -270,3 +270,38 @@ def test_catalog_is_read_from_the_model_dir(tmp_path):
     assert ingest.load_catalog(str(tmp_path)) is None
     (tmp_path / "items.json").write_text(json.dumps(CATALOG.to_json()))
     assert ingest.load_catalog(str(tmp_path)).genres_of("50") == ["Action", "Adventure", "Sci-Fi"]
+
+
+def test_what_collect_writes_is_what_ingest_applies(env, monkeypatch):
+    """The stream record contract end to end: POST /v1/events -> Kinesis (moto) -> ingest -> DynamoDB."""
+    from functions.collect import app as collect
+    from rtrec.stores.event_stream import EventStream
+
+    kinesis = boto3.client("kinesis")
+    kinesis.create_stream(StreamName="e2e", ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName="e2e")
+    monkeypatch.setattr(collect, "event_stream", EventStream(kinesis, "e2e"))
+    request = json.loads((EVENTS_DIR / "http-post-events.json").read_text())
+    response = collect.lambda_handler(request, FakeContext(function_name="CollectFunction"))
+    assert json.loads(response["body"])["accepted"] == 2
+
+    shard = kinesis.describe_stream(StreamName="e2e")["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(StreamName="e2e", ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    records = [
+        {
+            "kinesis": {
+                "partitionKey": r["PartitionKey"],
+                "sequenceNumber": r["SequenceNumber"],
+                "data": base64.b64encode(r["Data"]).decode(),
+            },
+            "eventID": f"{shard}:{r['SequenceNumber']}",
+        }
+        for r in kinesis.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+    ]
+    assert run(records) == []
+    state = env.store.get("user-123")
+    assert [(i.event_id, i.type, i.value) for i in state.recent] == [
+        ("evt-0001", "view", None),
+        ("evt-0002", "rating", 5.0),
+    ]
+    assert dead_letters(env) == []
