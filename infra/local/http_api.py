@@ -145,8 +145,10 @@ class LocalHttpApi:
         api_id: str = "local",
         host: str = "127.0.0.1",
         port: int = 0,
+        cors: dict | None = None,
     ) -> None:
         self.routes = sorted(routes, key=lambda r: r.specificity(), reverse=True)
+        self.cors = cors
         self.authorizers = authorizers
         self.api_id = api_id
         api = self
@@ -212,6 +214,10 @@ class LocalHttpApi:
             self._reply(request, 413, {"message": "Request Entity Too Large"})
             return
         body = request.rfile.read(length) if length else b""
+        if method == "OPTIONS" and self.cors and request.headers.get("Access-Control-Request-Method"):
+            status = self._preflight(request)
+            log.info("OPTIONS %s -> %d (CORS preflight)", parts.path, status)
+            return
         matched = self._match(method, parts.path)
         if matched is None:
             status = self._reply(request, 404, {"message": "Not Found"})
@@ -253,6 +259,25 @@ class LocalHttpApi:
             bound.route.function_id,
             (time.perf_counter() - started) * 1000,
         )
+
+    def _allowed_origin(self, request: BaseHTTPRequestHandler) -> str | None:
+        origin = request.headers.get("Origin")
+        allowed = (self.cors or {}).get("AllowOrigins") or []
+        return origin if origin and (origin in allowed or "*" in allowed) else None
+
+    def _preflight(self, request: BaseHTTPRequestHandler) -> int:
+        """API Gateway answers CORS preflights itself from the API's CorsConfiguration."""
+        origin = self._allowed_origin(request)
+        if origin is None:
+            return self._send(request, 204, b"", {}, [])
+        headers = {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": ",".join(self.cors.get("AllowMethods") or ["*"]),
+            "Access-Control-Allow-Headers": ",".join(self.cors.get("AllowHeaders") or []),
+            "Access-Control-Max-Age": str(self.cors.get("MaxAge", 0)),
+            "Vary": "Origin",
+        }
+        return self._send(request, 204, b"", headers, [])
 
     def _authorize(self, route: HttpRoute, request: BaseHTTPRequestHandler) -> dict:
         provider = self.authorizers.get(route.authorizer or "")

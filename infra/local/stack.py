@@ -170,6 +170,7 @@ class LocalStack:
             api_id=api_ids[0] if api_ids else "local",
             host=self.host,
             port=self.api_port,
+            cors=resolver(self.template.http_api_cors(api_ids[0])) if api_ids else None,
         )
         self.api.start()
         self._started.append(self.api)
