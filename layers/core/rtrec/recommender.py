@@ -54,7 +54,7 @@ class StateLike(Protocol):
 class RecommenderConfig:
     """Service settings (from environment variables in the Lambda)."""
 
-    retrieval_size: int = 200
+    retrieval_size: int = 128  # the model's shortlist width: one fixed-shape ranking call
     exploration_share: float = 0.1
     genre_cap_share: float = 0.5
 
