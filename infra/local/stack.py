@@ -170,10 +170,14 @@ class LocalStack:
             api_id=api_ids[0] if api_ids else "local",
             host=self.host,
             port=self.api_port,
-            cors=resolver(self.template.http_api_cors(api_ids[0])) if api_ids else None,
+            cors=self._cors(resolver, api_ids),
         )
         self.api.start()
         self._started.append(self.api)
+
+    def _cors(self, resolver, api_ids: list[str]) -> dict | None:
+        cors = resolver(self.template.http_api_cors(api_ids[0])) if api_ids else None
+        return cors if isinstance(cors, dict) else None  # !Ref AWS::NoValue: no CORS
 
     def stop(self) -> None:
         """Stop the HTTP API, the pollers and moto, newest first; nothing keeps running."""
