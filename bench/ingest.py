@@ -114,10 +114,19 @@ class MemoryStore:
     def __init__(self) -> None:
         self.items: dict[str, dict] = {}
         self.writes = 0
+        self.reads = 0
 
-    def get(self, user_id: str, consistent: bool = True) -> UserState | None:
+    def _load(self, user_id: str) -> UserState | None:
         item = self.items.get(user_id)
         return None if item is None else UserState.from_item(item)
+
+    def get(self, user_id: str, consistent: bool = True) -> UserState | None:
+        self.reads += 1
+        return self._load(user_id)
+
+    def get_many(self, user_ids: Iterable[str], consistent: bool = True) -> dict[str, UserState | None]:
+        self.reads += 1  # one BatchGetItem (up to 100 users, all a batch can hold)
+        return {user_id: self._load(user_id) for user_id in user_ids}
 
     def put(self, state: UserState) -> None:
         self.writes += 1
@@ -165,6 +174,7 @@ def bench_handler(event_batches: list[list[Event]], catalog: Catalog) -> dict:
         "failures": failures,
         "largest_item_bytes": largest,
         "users": len(store.items),
+        "reads_per_batch_mean": store.reads / len(prepared),
     }
 
 
@@ -203,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "handler_events_per_s": round(handler_rate),
         "writes_per_batch_mean": statistics.mean(handler["writes_per_batch"]),
         "distinct_users_per_batch_mean": statistics.mean(handler["users_per_batch"]),
+        "read_calls_per_batch_mean": handler["reads_per_batch_mean"],
         "writes_equal_distinct_users_every_batch": writes_match,
         "handler_failures": handler["failures"],
         "largest_item_bytes": handler["largest_item_bytes"],
@@ -225,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         ("DynamoDB writes per batch (mean)", f"{result['writes_per_batch_mean']:.2f}"),
         ("distinct users per batch (mean)", f"{result['distinct_users_per_batch_mean']:.2f}"),
         ("writes == distinct users in every batch", str(writes_match)),
+        ("DynamoDB read calls per batch (mean)", f"{handler['reads_per_batch_mean']:.2f}"),
         ("largest state item, bytes", f"{handler['largest_item_bytes']:,}"),
         ("peak RSS, MB", f"{peak_rss_mb:.0f}"),
         (

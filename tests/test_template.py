@@ -166,7 +166,12 @@ def test_ingest_may_read_and_write_state_and_dead_letter(cfn):
     }
     table = json.dumps({"Fn::GetAtt": ["UserStateTable", "Arn"]})
     queue = json.dumps({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
-    assert grants == {("dynamodb:GetItem", table), ("dynamodb:PutItem", table), ("sqs:SendMessage", queue)}
+    assert grants == {
+        ("dynamodb:BatchGetItem", table),
+        ("dynamodb:GetItem", table),
+        ("dynamodb:PutItem", table),
+        ("sqs:SendMessage", queue),
+    }
 
 
 def test_every_route_needs_the_jwt_authorizer(cfn):

@@ -113,9 +113,18 @@ def _decode(record: dict[str, Any]) -> Event:
     return event
 
 
-def _apply_user(user_id: str, events: list[Event], d: Dependencies, outcome: BatchOutcome) -> FoldResult:
+def _apply_user(
+    user_id: str,
+    events: list[Event],
+    d: Dependencies,
+    outcome: BatchOutcome,
+    prefetched: dict[str, Any] | None,
+) -> FoldResult:
     for attempt in range(MAX_WRITE_ATTEMPTS):
-        state = d.store.get(user_id, consistent=True)
+        if attempt == 0 and prefetched is not None:
+            state = prefetched[user_id]
+        else:
+            state = d.store.get(user_id, consistent=True)
         result = fold(state, user_id, events, d.catalog, d.clock_ms(), d.ttl_seconds)
         if not result.changed:
             return result
@@ -172,20 +181,31 @@ def process_batch(records: list[dict[str, Any]], d: Dependencies) -> BatchOutcom
         failed.update(letter_sequence_numbers[i] for i in undelivered)
         outcome.poison = len(letters) - len(undelivered)
 
-    now_ms = d.clock_ms()
+    work: list[tuple[str, list[Event], list[str]]] = []
     for user_id, group in by_user.items():
         # A record that failed (here: a poison record not yet dead-lettered) blocks
         # the user's later records, so they are never applied out of order.
         cut = next((i for i, s in enumerate(group.sequence_numbers) if s in failed), len(group.events))
         failed.update(group.sequence_numbers[cut:])
         events = [e for e in group.events[:cut] if e is not None]
-        if not events:
-            continue
+        if events:
+            work.append((user_id, events, group.sequence_numbers[:cut]))
+
+    # One BatchGetItem instead of a GetItem per user; on conflict _apply_user re-reads singly.
+    prefetched = None
+    if len(work) > 1:
         try:
-            result = _apply_user(user_id, events, d, outcome)
+            prefetched = d.store.get_many([user_id for user_id, _, _ in work])
         except Exception:
-            logger.exception("user state write failed; the stream will retry", extra={"records": cut})
-            failed.update(group.sequence_numbers[:cut])
+            logger.warning("batch read failed; reading users one by one", exc_info=True)
+
+    now_ms = d.clock_ms()
+    for user_id, events, sequence_numbers in work:
+        try:
+            result = _apply_user(user_id, events, d, outcome, prefetched)
+        except Exception:
+            logger.exception("user state write failed; the stream will retry", extra={"records": len(events)})
+            failed.update(sequence_numbers)
             continue
         outcome.applied += len(result.applied)
         outcome.duplicates += len(result.duplicates)

@@ -191,3 +191,37 @@ def test_duplicates_and_reordering_give_the_same_state(events, seed, extra):
         state = result.state if result.changed else state
         position += size
     assert canonical(state) == canonical(reference) | {"version": state.version}
+
+
+def test_get_many_reads_existing_and_missing_users_past_one_call(user_state_table):
+    store = UserStateStore(user_state_table)
+    for n in range(0, 150, 2):
+        store.put(fold(None, f"u{n}", [Event(f"u{n}", "e", "1", "view", NOW)], CATALOG, NOW).state)
+    states = store.get_many([f"u{n}" for n in range(150)] + ["u0"])
+    assert len(states) == 150
+    assert all((states[f"u{n}"] is None) == (n % 2 == 1) for n in range(150))
+    assert states["u4"].to_item() == store.get("u4").to_item()
+
+
+def test_get_many_falls_back_to_single_reads_for_unprocessed_keys(user_state_table):
+    store = UserStateStore(user_state_table)
+    store.put(fold(None, "a", [Event("a", "e", "1", "view", NOW)], CATALOG, NOW).state)
+
+    class ThrottledClient:
+        calls = 0
+
+        def batch_get_item(self, RequestItems):
+            ThrottledClient.calls += 1
+            (name, request) = next(iter(RequestItems.items()))
+            return {"Responses": {name: []}, "UnprocessedKeys": {name: request}}
+
+    class Table:
+        name = user_state_table.name
+        meta = type("Meta", (), {"client": ThrottledClient()})()
+
+        def get_item(self, **kwargs):
+            return user_state_table.get_item(**kwargs)
+
+    states = UserStateStore(Table()).get_many(["a", "b"])
+    assert ThrottledClient.calls == 8
+    assert states["a"].counts == {"view": 1} and states["b"] is None

@@ -305,3 +305,21 @@ def test_what_collect_writes_is_what_ingest_applies(env, monkeypatch):
         ("evt-0002", "rating", 5.0),
     ]
     assert dead_letters(env) == []
+
+
+def test_users_are_read_with_one_batch_call_and_singly_if_it_fails(env):
+    calls = []
+    real_get_many = env.store.get_many
+
+    def counting_get_many(user_ids, consistent=True):
+        calls.append(sorted(user_ids))
+        if len(calls) == 2:
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "BatchGetItem")
+        return real_get_many(user_ids, consistent)
+
+    env.store.get_many = counting_get_many
+    assert run([record("a", "1"), record("b", "2"), record("a", "3")]) == []
+    assert calls == [["a", "b"]]
+    assert run([record("a", "4"), record("b", "5")]) == []  # the batch read fails: single reads instead
+    assert env.store.get("a").counts == {"view": 3} and env.store.get("b").counts == {"view": 2}
+    assert env.store.get("a").version == 2

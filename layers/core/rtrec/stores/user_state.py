@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from rtrec.state import UserState
+
+BATCH_GET_KEYS = 100
+BATCH_GET_ATTEMPTS = 8  # calls, including those that retry unprocessed keys
 
 
 class VersionConflict(Exception):
@@ -37,6 +41,32 @@ class UserStateStore:
         response = self._table.get_item(Key={"user_id": user_id}, ConsistentRead=consistent)
         item = response.get("Item")
         return None if item is None else UserState.from_item(item)
+
+    def get_many(self, user_ids: Iterable[str], consistent: bool = True) -> dict[str, UserState | None]:
+        """States of several users with BatchGetItem (100 keys per call); None for users with no item.
+
+        Keys DynamoDB leaves unprocessed (throttling) are retried a few times and
+        then read one by one, so every requested user is in the result.
+        """
+        wanted = list(dict.fromkeys(user_ids))
+        found: dict[str, UserState | None] = dict.fromkeys(wanted)
+        # The table's client carries boto3's DynamoDB (de)serialisation: plain values in and out.
+        client = self._table.meta.client
+        pending = [{"user_id": user_id} for user_id in wanted]
+        attempts = 0
+        while pending and attempts < BATCH_GET_ATTEMPTS:
+            attempts += 1
+            chunk, pending = pending[:BATCH_GET_KEYS], pending[BATCH_GET_KEYS:]
+            response = client.batch_get_item(
+                RequestItems={self._table.name: {"Keys": chunk, "ConsistentRead": consistent}}
+            )
+            for item in response.get("Responses", {}).get(self._table.name, []):
+                found[item["user_id"]] = UserState.from_item(item)
+            pending.extend(response.get("UnprocessedKeys", {}).get(self._table.name, {}).get("Keys", []))
+        for key in pending:
+            user_id = key["user_id"]
+            found[user_id] = self.get(user_id, consistent=consistent)
+        return found
 
     def put(self, state: UserState) -> None:
         """Write ``state`` if the stored version is still ``state.version - 1``.
