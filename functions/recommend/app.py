@@ -16,7 +16,10 @@ import numpy as np
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import BadRequestError, UnauthorizedError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
@@ -154,7 +157,10 @@ def get_recommendations(
     "/v1/recommendations/rank",
     summary="Rank the caller's own candidates",
     description="Orders up to 500 item ids for the token's user; unknown ids are reported back.",
-    responses=_responses(RankResponse),
+    responses={
+        **_responses(RankResponse),
+        415: {"description": "Body is not JSON", "content": {"application/json": {"model": ErrorResponse}}},
+    },
 )
 @tracer.capture_method
 def rank_items(request: Annotated[RankRequest, Body()]) -> RankResponse:
@@ -206,6 +212,13 @@ def _invalid_request(error: RequestValidationError) -> Response:
         where = ".".join(str(part) for part in entry.get("loc", ()) if part != "request")
         details.append(f"{where}: {entry.get('msg', entry.get('type', 'invalid'))}")
     return _error(400, "invalid request", details)
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def _unsupported_content_type(error: RequestUnsupportedContentType) -> Response:
+    if not _caller_or_none():
+        return _error(401, "missing or invalid token")
+    return _error(415, "the body must be JSON (content-type: application/json)")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

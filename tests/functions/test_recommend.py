@@ -354,6 +354,14 @@ def test_bad_rank_bodies_are_clear_400s(api, body, raw, expected):
     assert expected in json.dumps(answer.body).lower()
 
 
+def test_a_non_json_content_type_is_a_clear_415(api):
+    event = http_event("POST", "/v1/recommendations/rank", body={"item_ids": ["1"]})
+    event["headers"]["content-type"] = "text/plain"
+    response = recommend_app.lambda_handler(event, FakeContext())
+    assert response["statusCode"] == 415
+    assert "application/json" in json.loads(response["body"])["message"]
+
+
 def test_rank_refuses_query_parameters(api):
     answer = api("POST", "/v1/recommendations/rank", query={"user_id": "b"}, body={"item_ids": ["1"]})
     assert answer.status == 400 and "unknown query parameter" in answer.body["message"]
