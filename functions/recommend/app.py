@@ -120,7 +120,7 @@ def _responses(model: type[BaseModel]) -> dict[int, dict[str, Any]]:
     description="Unseen items ranked by the model for the token's user, genre-capped, with exploration.",
     responses=_responses(RecommendationsResponse),
 )
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)  # answers can be large; segments stay small
 def get_recommendations(
     k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items (1..100).")] = 10,
     genre: Annotated[
@@ -162,7 +162,7 @@ def get_recommendations(
         415: {"description": "Body is not JSON", "content": {"application/json": {"model": ErrorResponse}}},
     },
 )
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)  # answers can be large; segments stay small
 def rank_items(request: Annotated[RankRequest, Body()]) -> RankResponse:
     user_id = _caller()
     _refuse_unknown_parameters(set())
@@ -187,7 +187,7 @@ def rank_items(request: Annotated[RankRequest, Body()]) -> RankResponse:
     description="Distribution over the 19 genres from the model's interest head for the token's user.",
     responses=_responses(InterestsResponse),
 )
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)  # answers can be large; segments stay small
 def get_interests() -> InterestsResponse:
     user_id = _caller()
     _refuse_unknown_parameters(set())
@@ -222,7 +222,7 @@ def _unsupported_content_type(error: RequestUnsupportedContentType) -> Response:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     started = time.perf_counter()
