@@ -42,8 +42,11 @@ metrics = Metrics()
 
 
 def _cors(origins: str) -> CORSConfig | None:
-    """CORS for the configured origins only; none configured means no CORS headers at all."""
-    allowed = [o.strip() for o in origins.split(",") if o.strip()]
+    """CORS for the configured origins only; none configured means no CORS headers at all.
+
+    A `*` entry is dropped: a wildcard would let any site read a user's recommendations.
+    """
+    allowed = [o.strip() for o in origins.split(",") if o.strip() and o.strip() != "*"]
     if not allowed:
         return None
     return CORSConfig(allow_origin=allowed[0], extra_origins=allowed[1:], max_age=600)

@@ -313,6 +313,8 @@ def test_no_configured_origins_means_no_cors_at_all():
     config = recommend_app._cors("https://a.example, https://b.example")
     assert config.to_dict("https://b.example")["Access-Control-Allow-Origin"] == "https://b.example"
     assert config.to_dict("https://c.example") == {}
+    assert recommend_app._cors("*") is None
+    assert recommend_app._cors("*, https://a.example").to_dict("https://evil.example") == {}
 
 
 def test_rank_orders_candidates_and_reports_unknown_ids(api):
