@@ -5,6 +5,8 @@ Prints a table and writes bench/results/ingest.json. Measured:
 - the whole handler path (base64 + JSON + validation + grouping + fold + item round trip)
   against an in-memory store, with the number of writes per batch next to the
   number of distinct users in the batch (the target: equal);
+- the mean time per batch when every store call takes a few milliseconds (a stand-in for
+  DynamoDB's round trip), writing users one at a time and with the handler's thread pool;
 - the size of the largest state item.
 
 Uses the recbole wheel that `make model` fetched (model_build/.work); without it
@@ -133,6 +135,45 @@ class MemoryStore:
         self.items[state.user_id] = state.to_item()
 
 
+class SlowStore(MemoryStore):
+    """MemoryStore with a fixed delay per call, standing in for DynamoDB's network round trip."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    def get(self, user_id: str, consistent: bool = True) -> UserState | None:
+        time.sleep(self.delay_s)
+        return super().get(user_id, consistent)
+
+    def get_many(self, user_ids: Iterable[str], consistent: bool = True) -> dict[str, UserState | None]:
+        time.sleep(self.delay_s)
+        return super().get_many(user_ids, consistent)
+
+    def put(self, state: UserState) -> None:
+        time.sleep(self.delay_s)
+        super().put(state)
+
+
+def bench_batch_latency(
+    event_batches: list[list[Event]], catalog: Catalog, delay_s: float, workers: int
+) -> float:
+    """Mean milliseconds per batch when every store call takes ``delay_s``."""
+    deps = ingest.Dependencies(
+        store=SlowStore(delay_s),
+        dead_letters=None,
+        catalog=catalog,
+        clock_ms=lambda: NOW_MS,
+        sleep=lambda _: None,
+        write_concurrency=workers,
+    )
+    prepared = [kinesis_records(batch, n * len(batch)) for n, batch in enumerate(event_batches)]
+    started = time.perf_counter()
+    for records in prepared:
+        ingest.process_batch(records, deps)
+    return (time.perf_counter() - started) * 1000 / len(prepared)
+
+
 def kinesis_records(batch: Iterable[Event], start: int) -> list[dict]:
     return [
         {
@@ -183,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=100, help="the event source mapping's BatchSize")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--store-delay-ms", type=float, default=5.0, help="simulated DynamoDB round trip")
+    parser.add_argument("--latency-batches", type=int, default=20)
     parser.add_argument("--synthetic", action="store_true", help="skip MovieLens even if it is available")
     args = parser.parse_args(argv)
 
@@ -198,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     fold_timings = bench_fold(event_batches, catalog, args.repeats)
     fold_rate = len(events) / min(fold_timings)
     handler = bench_handler(event_batches, catalog)
+    latency_batches = event_batches[: args.latency_batches]
+    latency_sequential = bench_batch_latency(latency_batches, catalog, args.store_delay_ms / 1000, 1)
+    latency_concurrent = bench_batch_latency(
+        latency_batches, catalog, args.store_delay_ms / 1000, ingest.WRITE_CONCURRENCY
+    )
     handler_rate = len(events) / handler["seconds"]
     writes_match = handler["writes_per_batch"] == handler["users_per_batch"]
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -217,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         "writes_equal_distinct_users_every_batch": writes_match,
         "handler_failures": handler["failures"],
         "largest_item_bytes": handler["largest_item_bytes"],
+        "store_delay_ms": args.store_delay_ms,
+        "batch_latency_ms_sequential": round(latency_sequential, 1),
+        "batch_latency_ms_concurrent": round(latency_concurrent, 1),
+        "write_concurrency": ingest.WRITE_CONCURRENCY,
         "peak_rss_mb": round(peak_rss_mb, 1),
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "meets_target": fold_rate >= TARGET_EVENTS_PER_S,
@@ -237,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         ("distinct users per batch (mean)", f"{result['distinct_users_per_batch_mean']:.2f}"),
         ("writes == distinct users in every batch", str(writes_match)),
         ("DynamoDB read calls per batch (mean)", f"{handler['reads_per_batch_mean']:.2f}"),
+        (
+            f"batch latency at {args.store_delay_ms:g} ms/call, 1 vs {ingest.WRITE_CONCURRENCY} writers",
+            f"{latency_sequential:,.0f} ms vs {latency_concurrent:,.0f} ms",
+        ),
         ("largest state item, bytes", f"{handler['largest_item_bytes']:,}"),
         ("peak RSS, MB", f"{peak_rss_mb:.0f}"),
         (

@@ -215,12 +215,12 @@ def test_get_many_falls_back_to_single_reads_for_unprocessed_keys(user_state_tab
             (name, request) = next(iter(RequestItems.items()))
             return {"Responses": {name: []}, "UnprocessedKeys": {name: request}}
 
+        def get_item(self, **kwargs):
+            return user_state_table.meta.client.get_item(**kwargs)
+
     class Table:
         name = user_state_table.name
         meta = type("Meta", (), {"client": ThrottledClient()})()
-
-        def get_item(self, **kwargs):
-            return user_state_table.get_item(**kwargs)
 
     states = UserStateStore(Table()).get_many(["a", "b"])
     assert ThrottledClient.calls == 8

@@ -22,10 +22,13 @@ class UserStateStore:
     """Reads and conditionally writes ``UserState`` items.
 
     ``table`` is a boto3 DynamoDB ``Table`` resource; tests pass one bound to moto.
+    Calls go through the table's client, which is thread safe (resources are not)
+    and carries boto3's DynamoDB (de)serialisation: plain Python values in and out.
     """
 
     def __init__(self, table: Any) -> None:
-        self._table = table
+        self._name = table.name
+        self._client = table.meta.client
 
     @classmethod
     def from_env(cls, resource: Any = None) -> UserStateStore:
@@ -38,7 +41,9 @@ class UserStateStore:
 
     def get(self, user_id: str, consistent: bool = True) -> UserState | None:
         """The user's state, or None for a user with no events yet."""
-        response = self._table.get_item(Key={"user_id": user_id}, ConsistentRead=consistent)
+        response = self._client.get_item(
+            TableName=self._name, Key={"user_id": user_id}, ConsistentRead=consistent
+        )
         item = response.get("Item")
         return None if item is None else UserState.from_item(item)
 
@@ -50,19 +55,17 @@ class UserStateStore:
         """
         wanted = list(dict.fromkeys(user_ids))
         found: dict[str, UserState | None] = dict.fromkeys(wanted)
-        # The table's client carries boto3's DynamoDB (de)serialisation: plain values in and out.
-        client = self._table.meta.client
         pending = [{"user_id": user_id} for user_id in wanted]
         attempts = 0
         while pending and attempts < BATCH_GET_ATTEMPTS:
             attempts += 1
             chunk, pending = pending[:BATCH_GET_KEYS], pending[BATCH_GET_KEYS:]
-            response = client.batch_get_item(
-                RequestItems={self._table.name: {"Keys": chunk, "ConsistentRead": consistent}}
+            response = self._client.batch_get_item(
+                RequestItems={self._name: {"Keys": chunk, "ConsistentRead": consistent}}
             )
-            for item in response.get("Responses", {}).get(self._table.name, []):
+            for item in response.get("Responses", {}).get(self._name, []):
                 found[item["user_id"]] = UserState.from_item(item)
-            pending.extend(response.get("UnprocessedKeys", {}).get(self._table.name, {}).get("Keys", []))
+            pending.extend(response.get("UnprocessedKeys", {}).get(self._name, {}).get("Keys", []))
         for key in pending:
             user_id = key["user_id"]
             found[user_id] = self.get(user_id, consistent=consistent)
@@ -81,11 +84,15 @@ class UserStateStore:
         else:
             condition = "version = :expected"
             values = {":expected": expected}
-        kwargs: dict[str, Any] = {"Item": state.to_item(), "ConditionExpression": condition}
+        kwargs: dict[str, Any] = {
+            "TableName": self._name,
+            "Item": state.to_item(),
+            "ConditionExpression": condition,
+        }
         if values:
             kwargs["ExpressionAttributeValues"] = values
         try:
-            self._table.put_item(**kwargs)
+            self._client.put_item(**kwargs)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 raise VersionConflict(state.user_id) from error
