@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import time
@@ -203,3 +204,11 @@ def test_cors_headers_only_for_allowed_origins(stream):
     other = {**FIXTURE["headers"], "origin": "https://evil.example.net"}
     _, _, headers = invoke(request(three_events(), headers=other))
     assert "Access-Control-Allow-Origin" not in headers
+
+
+def test_base64_encoded_body_is_decoded(stream):
+    event = request(three_events())
+    event["body"] = base64.b64encode(event["body"].encode()).decode()
+    event["isBase64Encoded"] = True
+    status, body, _ = invoke(event)
+    assert (status, body["accepted"]) == (202, 3)
