@@ -96,6 +96,8 @@ class Recommender:
         self.config = config or RecommenderConfig()
         self.load_error = load_error
         if catalog is not None:
+            # Genre names per catalog index (0 = padding), built once: every answer lists them.
+            self.item_genres: list[list[str]] = [[]] + [[GENRES[g] for g in ids] for ids in catalog.genre_ids]
             self._genre_matrix = catalog.genre_matrix()
             self._genre_mask = self._genre_matrix.astype(bool)
             self._genre_prior = _normalise(catalog.popularity @ self._genre_matrix[1:])
