@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -131,13 +132,11 @@ def run(args: argparse.Namespace) -> dict:
         train_history_model(history, REPLAY_MODEL_DIR, args.epochs, data_sha)
     trained_at = time.time()
 
-    environment = {
-        "MODEL_DIR": str(REPLAY_MODEL_DIR),
-        "EXPLORATION_SHARE": "0",
-        "POWERTOOLS_LOG_LEVEL": "ERROR",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-    }
-    with InProcessService(TEMPLATE, environment) as service:
+    # Exploration off: a deterministic answer per state, so the comparison is repeatable.
+    environment = {"MODEL_DIR": str(REPLAY_MODEL_DIR), "EXPLORATION_SHARE": "0"}
+    environment["POWERTOOLS_LOG_LEVEL"] = "ERROR"
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    with InProcessService(TEMPLATE, environment, drop_metric_lines=True) as service:
         popularity = json.loads((REPLAY_MODEL_DIR / "items.json").read_text())
         ranked_popular = [
             item

@@ -21,10 +21,12 @@ from infra.local.http_api import build_http_event
 from infra.local.runtime import (
     LocalFunction,
     function_environment,
+    install_handler_output,
     layer_directories,
     layer_import_paths,
     prepare_process,
     restore_environment,
+    uninstall_handler_output,
 )
 from infra.local.template import ACCOUNT_ID, Template
 
@@ -33,7 +35,11 @@ class InProcessService:
     """Context manager: moto in memory, template resources, handlers imported with their environment."""
 
     def __init__(
-        self, template_path: str | Path, environment: dict[str, str] | None = None, region: str | None = None
+        self,
+        template_path: str | Path,
+        environment: dict[str, str] | None = None,
+        region: str | None = None,
+        drop_metric_lines: bool = False,
     ) -> None:
         self.template = Template(template_path)
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -43,6 +49,7 @@ class InProcessService:
         self._mock = mock_aws()
         self._previous: dict[str, str | None] = {}
         self._sequence = 0
+        self.drop_metric_lines = drop_metric_lines
         source = next(iter(self.template.kinesis_sources()), None)
         self.stream_function_id = source.function_id if source else None
         self.batch_size = source.batch_size if source else 100
@@ -66,6 +73,7 @@ class InProcessService:
             self.functions[spec.logical_id] = LocalFunction(spec, self.template.root, self.region)
         function_env.update(self.overrides)
         self._previous.update({k: v for k, v in prepare_process(paths, function_env).items() if k not in env})
+        install_handler_output(self.drop_metric_lines)
         for function in self.functions.values():
             function.load()
         return self
@@ -73,6 +81,7 @@ class InProcessService:
     def __exit__(self, *exc: object) -> None:
         self._mock.stop()
         restore_environment(self._previous)
+        uninstall_handler_output()
 
     def route_function(self, method: str, path: str) -> LocalFunction:
         for route in self.template.http_routes():
