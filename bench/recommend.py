@@ -41,6 +41,15 @@ ENVIRONMENT = {
     "POWERTOOLS_LOG_LEVEL": "INFO",
 }
 
+# What Lambda sets and the libraries look at during init: with LAMBDA_TASK_ROOT the X-Ray SDK takes its
+# Lambda path (no sampling client), and Tracing: Active means the Tracer is on.
+LAMBDA_ENVIRONMENT = {
+    "LAMBDA_TASK_ROOT": str(REPO / "functions" / "recommend"),
+    "AWS_LAMBDA_FUNCTION_NAME": "RecommendFunction",
+    "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+    "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
+}
+
 # Runs in a fresh interpreter: what a Lambda cold start pays before and at its first request.
 COLD_SCRIPT = """
 import json, time
@@ -166,14 +175,18 @@ def hot_path(iterations: int) -> dict[str, dict]:
 
 
 def cold_init(runs: int, runtime_dir: Path | None) -> dict:
-    """Fresh interpreters. With `runtime_dir` (pip --target of requirements/runtime.txt + boto3), `python -S`
-    sees only what the Lambda layer holds, not the dev venv's extra packages that botocore picks up."""
+    """Fresh interpreters in a Lambda-like environment (tracing on).
+
+    With `runtime_dir` (pip --target of requirements/runtime.txt + boto3), `python -S` sees only what
+    the Lambda layer holds, not the dev venv's extra packages that botocore picks up (awscrt, pyOpenSSL).
+    """
     paths = [str(REPO / "layers" / "core"), str(REPO)]
     command = [sys.executable, "-c", COLD_SCRIPT]
     if runtime_dir is not None:
         paths.insert(0, str(runtime_dir))
         command.insert(1, "-S")
-    env = {**os.environ, **ENVIRONMENT, "PYTHONPATH": os.pathsep.join(paths)}
+    env = {**os.environ, **ENVIRONMENT, **LAMBDA_ENVIRONMENT, "PYTHONPATH": os.pathsep.join(paths)}
+    env.pop("POWERTOOLS_TRACE_DISABLED")
     samples = []
     for _ in range(runs):
         out = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, check=True)
