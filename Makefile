@@ -16,7 +16,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # The core package lives in layers/core (on /opt/python in Lambda); scripts import it like the tests do.
 export PYTHONPATH := $(CURDIR)/layers/core:$(CURDIR)
 
-.PHONY: help venv lint test build model evaluate replay demo local bench clean
+.PHONY: help venv lint test build model evaluate replay demo local bench openapi clean
 
 help:
 	@echo "make demo      run the whole service locally (moto + real handlers) and show it working"
@@ -26,6 +26,7 @@ help:
 	@echo "make replay    streaming replay evaluation -> model_build/replay.json"
 	@echo "make local     keep the local stack running (see README for curl commands)"
 	@echo "make bench     run the benchmarks -> bench/results/*.json"
+	@echo "make openapi   regenerate docs/openapi.json from the recommend routes"
 	@echo "make build     sam build"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt
@@ -64,6 +65,9 @@ demo: venv
 
 local: venv
 	$(PY) -m infra.local.stack
+
+openapi: venv
+	$(PY) -m functions.recommend.openapi
 
 bench: venv
 	$(PY) bench/ingest.py

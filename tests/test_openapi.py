@@ -23,7 +23,7 @@ USER_WITH_HISTORY = "user-with-history"
 
 
 def test_the_committed_document_matches_the_routes():
-    assert DOCUMENT_PATH.read_text() == document(), "regenerate: python -m functions.recommend.openapi"
+    assert DOCUMENT_PATH.read_text() == document(), "regenerate: make openapi"
 
 
 def test_the_document_is_valid_openapi_and_covers_every_route():
