@@ -21,12 +21,13 @@ from model_build.metrics import summary, target_rank, top_k, top_k_agreement
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "layers" / "model" / "model"
-WEIGHTS_PATH = data_module.WORK_DIR / "keras.weights.h5"
+WEIGHTS_PATH = data_module.WORK_DIR / "keras_weights.h5"
 SEED = 42
 NUM_SAMPLED = 64  # candidates per example for the scoring head: the positive + uniform negatives
 SHORTLIST_SIZE = 128
 BATCH_SIZE = 256
 ARTIFACT_MODE = "dynamic_range"
+LEARNING_RATE = 2e-3
 
 
 def _tf():
@@ -150,7 +151,7 @@ class ValidationCallback:
         return _Callback(*args, **kwargs)
 
 
-def train(prepared: dict, epochs: int, seed: int = SEED):
+def train(prepared: dict, epochs: int, seed: int = SEED, config=None, learning_rate: float = LEARNING_RATE):
     """Train; returns (layers, serving model with dynamic candidate count, validation history)."""
     tf = _tf()
     from model_build.model import build_serving_model, build_training_model
@@ -158,7 +159,7 @@ def train(prepared: dict, epochs: int, seed: int = SEED):
     tf.keras.utils.set_random_seed(seed)
     catalog = prepared["catalog"]
     num_items = len(catalog)
-    layers = build_layers(catalog)
+    layers = build_layers(catalog, config)
     training_model = build_training_model(layers, NUM_SAMPLED)
     serving_model = build_serving_model(layers)
     examples = prepared["train"]
@@ -184,8 +185,12 @@ def train(prepared: dict, epochs: int, seed: int = SEED):
         .batch(BATCH_SIZE)
         .prefetch(2)
     )
+    steps_per_epoch = -(-len(examples.targets) // BATCH_SIZE)
     training_model.compile(
-        optimizer=tf.keras.optimizers.Adam(2e-3),
+        # Cosine decay to zero over the run: the last epochs settle instead of bouncing between minima.
+        optimizer=tf.keras.optimizers.Adam(
+            tf.keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
+        ),
         loss={
             "retrieval": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             "ranking": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -238,6 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=int(os.environ.get("EPOCHS", "8")))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--modes", default=",".join(QUANTIZATION_MODES), help="quantization modes to measure")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_PATH)
+    parser.add_argument("--dropout", type=float, default=None)
+    parser.add_argument("--encoder-units", type=int, default=None)
+    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--reuse-weights", action="store_true", help="skip training, load the last weights")
     parser.add_argument("--mode", default=ARTIFACT_MODE, help="quantization mode of the exported artifact")
     args = parser.parse_args(argv)
@@ -251,16 +260,22 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(prepared['train'].targets)} training examples, time cutoff {prepared['time_cutoff']}",
         flush=True,
     )
+    from model_build.model import ModelConfig
+
     if args.reuse_weights:
         from model_build.model import build_serving_model
 
         layers = build_layers(catalog)
         serving_model = build_serving_model(layers)
-        serving_model.load_weights(WEIGHTS_PATH)
+        serving_model.load_weights(args.weights)
         history = []
     else:
-        layers, serving_model, history = train(prepared, args.epochs)
-        serving_model.save_weights(WEIGHTS_PATH)
+        overrides = {"dropout": args.dropout, "encoder_units": args.encoder_units}
+        config = ModelConfig(**{k: v for k, v in overrides.items() if v is not None})
+        layers, serving_model, history = train(
+            prepared, args.epochs, config=config, learning_rate=args.learning_rate
+        )
+        serving_model.save_weights(args.weights)
     from model_build.model import build_serving_model
 
     export_model = build_serving_model(layers, batch_size=1)
@@ -288,8 +303,6 @@ def main(argv: list[str] | None = None) -> None:
             chosen_bytes = model_bytes
     if chosen_bytes is None:
         chosen_bytes = convert(export_model, args.mode, rep)
-
-    from model_build.model import ModelConfig
 
     metadata = {
         "version": time.strftime("%Y%m%d%H%M%S", time.gmtime()) + f"-{args.mode}",
@@ -331,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         "training": {
             "epochs": args.epochs,
             "seed": SEED,
-            "config": asdict(ModelConfig()),
+            "config": asdict(layers.config),
             "validation_history": history,
             "build_seconds": round(time.time() - started, 1),
         },
@@ -341,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.mode in quantization:
         metadata["metrics"]["test_quantized"] = quantization[args.mode]["quantized"]
     write_artifact(args.out, chosen_bytes, catalog, item_embeddings, metadata)
-    WEIGHTS_PATH.with_suffix(".version").write_text(metadata["version"] + "\n")
+    args.weights.with_suffix(".version").write_text(metadata["version"] + "\n")
     (data_module.WORK_DIR / "quantization.json").write_text(json.dumps(quantization, indent=2))
     print(f"wrote {args.out} in {time.time() - started:.0f} s", flush=True)
 
