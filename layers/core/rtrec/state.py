@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -189,50 +190,54 @@ def fold(
     ``events``) changes nothing. ``version`` is incremented by one when at least
     one event is applied; the caller writes conditionally on the old version.
     """
-    new = _copy(state) if state is not None else UserState(user_id=user_id)
-    if new.user_id != user_id:
+    if state is not None and state.user_id != user_id:
         raise ValueError("state belongs to another user")
-    known_ids = set(new.event_ids)
-    recent_keys = [i.key for i in new.recent]
-    seen = dict(zip(new.seen_items, new.seen_at, strict=True))
+    known_ids = set(state.event_ids) if state is not None else set()
     applied: list[Event] = []
     duplicates: list[Event] = []
-
     for event in events:
         if event.user_id != user_id:
             raise ValueError("event belongs to another user")
         if event.event_id in known_ids:
             duplicates.append(event)
-            continue
-        known_ids.add(event.event_id)
-        new.event_ids.append(event.event_id)
-        applied.append(event)
+        else:
+            known_ids.add(event.event_id)
+            applied.append(event)
+    if not applied:
+        return FoldResult(state if state is not None else UserState(user_id=user_id), applied, duplicates)
 
+    new = _copy(state) if state is not None else UserState(user_id=user_id)
+    new.event_ids.extend(e.event_id for e in applied)
+    new.event_ids = new.event_ids[-EVENT_ID_WINDOW:]
+
+    for event in applied:
         new.counts[event.type] = new.counts.get(event.type, 0) + 1
-
-        interaction = Interaction(event.item_id, event.type, event.ts, event.event_id, event.value)
-        position = bisect.bisect(recent_keys, interaction.key)
-        recent_keys.insert(position, interaction.key)
-        new.recent.insert(position, interaction)
-
-        if event.ts > seen.get(event.item_id, -1):
-            seen[event.item_id] = event.ts
-
-        _add_interest(new, event, catalog)
-
+        bisect.insort(
+            new.recent,
+            Interaction(event.item_id, event.type, event.ts, event.event_id, event.value),
+            key=_interaction_key,
+        )
         if (event.ts, event.event_id) > (new.last_event_at, new.last_event_id):
             new.last_event_at, new.last_event_id = event.ts, event.event_id
+    new.recent = new.recent[-RECENT_LIMIT:]
 
-    if applied:
-        new.recent = new.recent[-RECENT_LIMIT:]
-        newest_seen = sorted(seen.items(), key=lambda pair: (pair[1], pair[0]))[-SEEN_LIMIT:]
-        new.seen_items = [item for item, _ in newest_seen]
-        new.seen_at = [ts for _, ts in newest_seen]
-        new.event_ids = new.event_ids[-EVENT_ID_WINDOW:]
-        new.version += 1
-        new.updated_at = now_ms
-        new.expires_at = now_ms // 1000 + ttl_seconds
+    seen = dict(zip(new.seen_items, new.seen_at, strict=True))
+    for event in applied:
+        if event.ts > seen.get(event.item_id, -1):
+            seen[event.item_id] = event.ts
+    newest_seen = sorted(seen.items(), key=_by_time_then_item)[-SEEN_LIMIT:]
+    new.seen_items = [item for item, _ in newest_seen]
+    new.seen_at = [ts for _, ts in newest_seen]
+
+    _add_interests(new, applied, catalog)
+    new.version += 1
+    new.updated_at = now_ms
+    new.expires_at = now_ms // 1000 + ttl_seconds
     return FoldResult(new, applied, duplicates)
+
+
+_interaction_key = operator.attrgetter("ts", "event_id")
+_by_time_then_item = operator.itemgetter(1, 0)
 
 
 def _copy(state: UserState) -> UserState:
@@ -248,19 +253,27 @@ def _copy(state: UserState) -> UserState:
     )
 
 
-def _add_interest(state: UserState, event: Event, catalog: Catalog | None) -> None:
-    # interests_at follows the newest event of any kind, so it equals last_event_at.
-    if event.ts > state.interests_at:
-        factor = decay_factor(event.ts - state.interests_at)
+def _add_interests(state: UserState, events: list[Event], catalog: Catalog | None) -> None:
+    """Decay the scores once to the newest time, then add each event already decayed to it.
+
+    The result is a sum of weight x 2^(-age / half-life) terms, so it does not depend on the order of events.
+    interests_at follows the newest event of any kind, so it equals last_event_at.
+    """
+    newest = max(state.interests_at, max(e.ts for e in events))
+    if newest > state.interests_at:
+        factor = decay_factor(newest - state.interests_at)
         state.interests = {genre: score * factor for genre, score in state.interests.items()}
-        state.interests_at = event.ts
-    genres = catalog.genres_of(event.item_id) if catalog is not None else []
-    weight = event_weight(event.type, event.value)
-    if not genres or weight == 0.0:
+        state.interests_at = newest
+    if catalog is None:
         return
-    share = weight / len(genres) * decay_factor(state.interests_at - event.ts)
-    for genre in genres:
-        state.interests[genre] = state.interests.get(genre, 0.0) + share
+    for event in events:
+        weight = event_weight(event.type, event.value)
+        genres = catalog.genres_of(event.item_id) if weight else []
+        if not genres:
+            continue
+        share = weight / len(genres) * decay_factor(newest - event.ts)
+        for genre in genres:
+            state.interests[genre] = state.interests.get(genre, 0.0) + share
 
 
 def interest_vector(state: UserState, now_ms: int) -> list[float]:
