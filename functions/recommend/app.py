@@ -106,6 +106,10 @@ class ErrorResponse(BaseModel):
     errors: list[str] = []
 
 
+# Answers can be large (500 items): trace the routes without copying them into X-Ray segments.
+traced = tracer.capture_method(capture_response=False)
+
+
 def _responses(model: type[BaseModel]) -> dict[int, dict[str, Any]]:
     """OpenAPI responses of a route: its answer, and the two errors every route can give."""
 
@@ -125,7 +129,7 @@ def _responses(model: type[BaseModel]) -> dict[int, dict[str, Any]]:
     description="Unseen items ranked by the model for the token's user, genre-capped, with exploration.",
     responses=_responses(RecommendationsResponse),
 )
-@tracer.capture_method(capture_response=False)  # answers can be large; segments stay small
+@traced
 def get_recommendations(
     k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items (1..100).")] = 10,
     genre: Annotated[
@@ -139,6 +143,7 @@ def get_recommendations(
         ),
     ] = None,
 ):
+    """Top-k unseen items for the caller: model retrieval + ranking, then the ranking rules."""
     user_id = _caller()
     _refuse_unknown_parameters({"k", "genre", "exclude"})
     genres = _parse_genres(genre)
@@ -169,8 +174,9 @@ def get_recommendations(
         415: {"description": "Body is not JSON", "content": {"application/json": {"model": ErrorResponse}}},
     },
 )
-@tracer.capture_method(capture_response=False)  # answers can be large; segments stay small
+@traced
 def rank_items(request: Annotated[RankRequest, Body()]):
+    """The caller's own candidates in the model's order; unknown ids are listed, not ranked."""
     user_id = _caller()
     _refuse_unknown_parameters(set())
     recommendation_id = uuid.uuid4().hex
@@ -196,8 +202,9 @@ def rank_items(request: Annotated[RankRequest, Body()]):
     description="Distribution over the 19 genres from the model's interest head for the token's user.",
     responses=_responses(InterestsResponse),
 )
-@tracer.capture_method(capture_response=False)  # answers can be large; segments stay small
+@traced
 def get_interests():
+    """The caller's interest distribution over the 19 genres."""
     user_id = _caller()
     _refuse_unknown_parameters(set())
     state, read_failure = _read_state(user_id)
