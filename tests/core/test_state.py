@@ -121,6 +121,8 @@ def test_caps_keep_the_item_far_below_400_kb():
     assert len(json.dumps(state.to_item(), default=str).encode()) < 100_000
     # the newest survive the caps
     assert state.recent[-1].ts == NOW + 11 * 1000 + 99
+    assert state.event_ids[-len(events) :] == [e.event_id for e in events]  # the window keeps the newest ids
+    assert not fold(state, "u1", events[-1:], CATALOG, NOW).changed  # a recent redelivery is still caught
 
 
 def test_item_round_trips_through_dynamodb(user_state_table):
