@@ -167,6 +167,21 @@ def test_a_failing_model_call_degrades_to_popular_and_still_excludes_seen(catalo
     assert len(outcome.picks) == 5
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        (np.array([0, 3]), np.array([1.0, 0.5])),  # padding index
+        (np.array([3, 99]), np.array([1.0, 0.5])),  # out of the catalog
+        (np.array([3, 4]), np.array([1.0])),  # scores do not match
+    ],
+)
+def test_malformed_retrieval_output_degrades_instead_of_failing(catalog, scorer, garbage):
+    scorer.retrieve = lambda *args, **kwargs: garbage
+    outcome = Recommender(catalog, scorer).recommend(State(["i4"]), 3, rng())
+    assert outcome.degraded and "malformed" in outcome.failure
+    assert len(outcome.picks) == 3
+
+
 def test_a_model_that_cannot_load_leaves_a_catalog_only_service(tmp_path):
     (tmp_path / "items.json").write_text(json.dumps(make_catalog().to_json()))
     (tmp_path / "model.tflite").write_bytes(b"not a model")

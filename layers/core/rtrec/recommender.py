@@ -165,6 +165,10 @@ class Recommender:
             indices, scores = self.scorer.retrieve(
                 items, signals, max(self.config.retrieval_size, k), excluded.astype(np.int64)
             )
+            indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+            scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+            if indices.shape != scores.shape or not ((indices >= 1) & (indices <= len(catalog))).all():
+                raise ValueError("retrieve returned malformed candidates")
         except Exception as error:
             return Outcome(
                 self._popular(mask, rules, ranking.REASON_POPULAR),
@@ -172,8 +176,6 @@ class Recommender:
                 True,
                 f"model call failed: {type(error).__name__}: {error}",
             )
-        indices = np.asarray(indices, dtype=np.int64)
-        scores = np.asarray(scores, dtype=np.float32)
         keep = mask[indices]  # the contract promises this already; the rules must hold regardless
         picks = ranking.rank_candidates(indices[keep], scores[keep], catalog.genre_ids, rules, rng)
         if len(picks) < k:
