@@ -23,14 +23,18 @@ python -m model_build.replay [--epochs N] [--max-events N] [--retrain]
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
+from botocore.exceptions import ClientError
 
 from infra.local.inprocess import InProcessService
 from model_build import data as data_module
@@ -86,6 +90,51 @@ def train_history_model(history: data_module.Interactions, out_dir: Path, epochs
     write_artifact(out_dir, model_bytes, catalog, layers.item_embedding.get_weights()[0], metadata)
 
 
+class InMemoryStateTable:
+    """The UserState table in a dict, with DynamoDB's conditional-put semantics for the store.
+
+    moto spends ~0.2 s (de)serialising one large state item on this machine, which makes a
+    20,000-event replay take hours; this keeps the handlers' code path (UserStateStore and
+    everything above it) and replaces only the wire. `--moto` runs against moto instead.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.items: dict[str, dict] = {}
+        self.meta = SimpleNamespace(client=self)
+
+    def get_item(self, TableName: str, Key: dict, ConsistentRead: bool = False) -> dict:
+        item = self.items.get(Key["user_id"])
+        return {} if item is None else {"Item": copy.deepcopy(item)}
+
+    def put_item(self, TableName: str, Item: dict, ConditionExpression: str, **kwargs: Any) -> dict:
+        current = self.items.get(Item["user_id"])
+        if ConditionExpression == "attribute_not_exists(user_id)":
+            holds = current is None
+        elif ConditionExpression == "version = :expected":
+            holds = (
+                current is not None and current["version"] == kwargs["ExpressionAttributeValues"][":expected"]
+            )
+        else:
+            raise NotImplementedError(ConditionExpression)
+        if not holds:
+            error = {"Error": {"Code": "ConditionalCheckFailedException", "Message": "condition failed"}}
+            raise ClientError(error, "PutItem")
+        self.items[Item["user_id"]] = copy.deepcopy(Item)
+        return {}
+
+
+def use_in_memory_state(service: InProcessService) -> None:
+    """Point the ingest and recommend handlers' UserStateStore at one InMemoryStateTable."""
+    from rtrec.stores.user_state import UserStateStore
+
+    store = UserStateStore(InMemoryStateTable(os.environ["USER_STATE_TABLE"]))
+    ingest = service.functions[service.stream_function_id].module
+    ingest._deps().store = store
+    recommend = service.route_function("GET", "/v1/recommendations").module
+    recommend.user_states = store
+
+
 def to_event(data: data_module.Interactions, row: int) -> Event:
     user, item = str(data.user_ids[row]), str(data.item_ids[row])
     return Event(
@@ -137,6 +186,8 @@ def run(args: argparse.Namespace) -> dict:
     environment["POWERTOOLS_LOG_LEVEL"] = "ERROR"
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     with InProcessService(TEMPLATE, environment, drop_metric_lines=True) as service:
+        if not args.moto:
+            use_in_memory_state(service)
         popularity = json.loads((REPLAY_MODEL_DIR / "items.json").read_text())
         ranked_popular = [
             item
@@ -199,6 +250,7 @@ def run(args: argparse.Namespace) -> dict:
         "users_replayed": len(replay_users),
         "model": {"dir": str(REPLAY_MODEL_DIR.relative_to(REPO_ROOT)), "epochs": args.epochs},
         "exploration_share": 0.0,
+        "user_state_store": "moto DynamoDB" if args.moto else "in-memory table behind UserStateStore",
         "results": results,
         "seconds": round(time.time() - started, 1),
     }
@@ -242,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=int(os.environ.get("EPOCHS", "8")))
     parser.add_argument("--max-events", type=int, default=0, help="replay only the first N events (0 = all)")
     parser.add_argument("--retrain", action="store_true", help="retrain the pre-cutoff model")
+    parser.add_argument("--moto", action="store_true", help="keep user state in moto's DynamoDB (slow)")
     parser.add_argument("--out", type=Path, default=OUT_JSON)
     args = parser.parse_args(argv)
     report = run(args)

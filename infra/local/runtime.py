@@ -58,6 +58,7 @@ class LocalFunction:
         self.name = f"{STACK_NAME}-{spec.logical_id}"
         self.arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{self.name}"
         self._handler: Callable[[dict, Any], Any] | None = None
+        self.module: Any = None
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -67,6 +68,7 @@ class LocalFunction:
         output = _handler_output.running(self.spec.logical_id) if _handler_output else nullcontext()
         with output:
             module = _import_handler_module(self.root, code_dir, module_name)
+        self.module = module
         self._handler = getattr(module, function_name)
 
     def invoke(self, event: dict) -> Any:
