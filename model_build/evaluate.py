@@ -126,6 +126,19 @@ def _markdown(report: dict) -> str:
         f"Quantization ({q['mode']}): top-10 agreement with float {q['top10_agreement']:.3f}, "
         f"NDCG@10 change {100 * q['ndcg_relative_change']:+.2f}% (targets ≥ 0.95 and within ±2%).",
         "",
+        "| quantization mode (measured at build) | top-10 agreement | NDCG@10 change | size KiB |",
+        "|---|---|---|---|",
+    ]
+    for mode, m in q["measured_at_build"].items():
+        if "top10_agreement" in m:
+            lines.append(
+                f"| {mode} | {m['top10_agreement']:.3f} | {100 * m['ndcg_relative_change']:+.2f}% "
+                f"| {m.get('model_bytes', 0) / 1024:.0f} |"
+            )
+        else:
+            lines.append(f"| {mode} | – | – | – ({m.get('note', '')}) |")
+    lines += [
+        "",
         "| interest head | top-1 genre accuracy (next item) |",
         "|---|---|",
     ]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from model_build import data as data_module
-from model_build.export import QUANTIZATION_MODES, convert, write_artifact
+from model_build.export import convert, write_artifact
 from model_build.metrics import summary, target_rank, top_k, top_k_agreement
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,7 @@ SHORTLIST_SIZE = 128
 BATCH_SIZE = 256
 ARTIFACT_MODE = "dynamic_range"
 LEARNING_RATE = 2e-3
+MEASURED_MODES = "float32,dynamic_range,int8"
 
 
 def _tf():
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=int(os.environ.get("EPOCHS", "8")))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--modes", default=",".join(QUANTIZATION_MODES), help="quantization modes to measure")
+    # float16 is left out: TF 2.15.1's converter blew up (memory, then segfault) on this graph in float16.
+    parser.add_argument("--modes", default=MEASURED_MODES, help="quantization modes to measure")
     parser.add_argument("--weights", type=Path, default=WEIGHTS_PATH)
     parser.add_argument("--dropout", type=float, default=None)
     parser.add_argument("--encoder-units", type=int, default=None)
