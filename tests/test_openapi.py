@@ -114,7 +114,7 @@ def store(user_state_table, monkeypatch):
     user_state_table.put_item(
         Item=UserState(USER_WITH_HISTORY, version=1, recent=recent, seen_items=items).to_item()
     )
-    monkeypatch.setattr(recommend_app, "user_states", UserStateStore(user_state_table))
+    monkeypatch.setattr(recommend_app, "user_states", UserStateStore.from_env())
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

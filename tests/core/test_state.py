@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import boto3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -125,8 +126,15 @@ def test_caps_keep_the_item_far_below_400_kb():
     assert not fold(state, "u1", events[-1:], CATALOG, NOW).changed  # a recent redelivery is still caught
 
 
-def test_item_round_trips_through_dynamodb(user_state_table):
-    store = UserStateStore(user_state_table)
+@pytest.fixture(params=["client", "table"])
+def store(request, user_state_table):
+    """The store both ways: on a low-level client (the Lambdas) and on a Table resource (tests, replay)."""
+    if request.param == "client":
+        return UserStateStore.from_env()
+    return UserStateStore(user_state_table)
+
+
+def test_item_round_trips_through_dynamodb(store, user_state_table):
     assert store.get("u1") is None
     state = fold(None, "u1", [event(1, "3", "click"), event(2, "1", "rating", value=4.5)], CATALOG, NOW).state
     store.put(state)
@@ -137,8 +145,7 @@ def test_item_round_trips_through_dynamodb(user_state_table):
     assert raw["version"] == 1 and raw["recent"][1]["value"] == 4.5
 
 
-def test_put_is_an_optimistic_lock(user_state_table):
-    store = UserStateStore(user_state_table)
+def test_put_is_an_optimistic_lock(store):
     first = fold(None, "u1", [event(1)], CATALOG, NOW).state
     store.put(first)
     with pytest.raises(VersionConflict):
@@ -195,8 +202,7 @@ def test_duplicates_and_reordering_give_the_same_state(events, seed, extra):
     assert canonical(state) == canonical(reference) | {"version": state.version}
 
 
-def test_get_many_reads_existing_and_missing_users_past_one_call(user_state_table):
-    store = UserStateStore(user_state_table)
+def test_get_many_reads_existing_and_missing_users_past_one_call(store):
     for n in range(0, 150, 2):
         store.put(fold(None, f"u{n}", [Event(f"u{n}", "e", "1", "view", NOW)], CATALOG, NOW).state)
     states = store.get_many([f"u{n}" for n in range(150)] + ["u0"])
@@ -205,9 +211,12 @@ def test_get_many_reads_existing_and_missing_users_past_one_call(user_state_tabl
     assert states["u4"].to_item() == store.get("u4").to_item()
 
 
-def test_get_many_falls_back_to_single_reads_for_unprocessed_keys(user_state_table):
-    store = UserStateStore(user_state_table)
-    store.put(fold(None, "a", [Event("a", "e", "1", "view", NOW)], CATALOG, NOW).state)
+@pytest.mark.parametrize("wire", ["client", "table"])
+def test_get_many_falls_back_to_single_reads_for_unprocessed_keys(wire, user_state_table):
+    UserStateStore(user_state_table).put(
+        fold(None, "a", [Event("a", "e", "1", "view", NOW)], CATALOG, NOW).state
+    )
+    real_client = boto3.client("dynamodb") if wire == "client" else user_state_table.meta.client
 
     class ThrottledClient:
         calls = 0
@@ -218,12 +227,16 @@ def test_get_many_falls_back_to_single_reads_for_unprocessed_keys(user_state_tab
             return {"Responses": {name: []}, "UnprocessedKeys": {name: request}}
 
         def get_item(self, **kwargs):
-            return user_state_table.meta.client.get_item(**kwargs)
+            return real_client.get_item(**kwargs)
 
     class Table:
         name = user_state_table.name
         meta = type("Meta", (), {"client": ThrottledClient()})()
 
-    states = UserStateStore(Table()).get_many(["a", "b"])
+    if wire == "client":
+        store = UserStateStore.from_client(ThrottledClient(), user_state_table.name)
+    else:
+        store = UserStateStore(Table())
+    states = store.get_many(["a", "b"])
     assert ThrottledClient.calls == 8
     assert states["a"].counts == {"view": 1} and states["b"] is None

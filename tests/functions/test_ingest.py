@@ -33,10 +33,11 @@ class FakeContext:
 
 
 class CountingStore(UserStateStore):
-    """The real store, counting writes and able to fail chosen users."""
+    """The real store on a low-level client (as the Lambda builds it), counting writes and able to
+    fail chosen users."""
 
     def __init__(self, table, fail_users=(), error_code="ProvisionedThroughputExceededException"):
-        super().__init__(table)
+        super().__init__(client=boto3.client("dynamodb"), table_name=table.name)
         self.puts: list[str] = []
         self.fail_users, self.error_code = set(fail_users), error_code
 
@@ -202,7 +203,7 @@ def test_optimistic_lock_conflict_rereads_and_merges(env, user_state_table):
             ingest.process_batch(
                 concurrent,
                 ingest.Dependencies(
-                    store=UserStateStore(user_state_table),
+                    store=UserStateStore.from_env(),
                     dead_letters=env.dead_letters,
                     catalog=CATALOG,
                     clock_ms=lambda: NOW,

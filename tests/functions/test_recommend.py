@@ -93,7 +93,7 @@ class Answer:
 @pytest.fixture
 def api(user_state_table, monkeypatch):
     """Calls the real handler with the store bound to the moto table."""
-    monkeypatch.setattr(recommend_app, "user_states", UserStateStore(user_state_table))
+    monkeypatch.setattr(recommend_app, "user_states", UserStateStore.from_env())
 
     def call(method: str, path: str, **kwargs) -> Answer:
         response = recommend_app.lambda_handler(http_event(method, path, **kwargs), FakeContext())
@@ -109,7 +109,7 @@ def ingest_events(user_state_table, monkeypatch):
     sqs = boto3.client("sqs")
     queue_url = sqs.create_queue(QueueName="test-dlq")["QueueUrl"]
     deps = ingest_app.Dependencies(
-        store=UserStateStore(user_state_table),
+        store=UserStateStore.from_env(),
         dead_letters=DeadLetterQueue(sqs, queue_url),
         catalog=recommend_app.recommender.catalog,
     )
@@ -217,7 +217,7 @@ def test_the_real_model_is_loaded_once_at_import():
     "fixture", ["http-get-recommendations.json", "http-post-rank.json", "http-get-interests.json"]
 )
 def test_the_sam_fixture_events_are_answered(fixture, user_state_table, monkeypatch):
-    monkeypatch.setattr(recommend_app, "user_states", UserStateStore(user_state_table))
+    monkeypatch.setattr(recommend_app, "user_states", UserStateStore.from_env())
     response = recommend_app.lambda_handler(fixture_event(fixture), FakeContext())
     assert response["statusCode"] == 200, response["body"]
 
@@ -452,8 +452,8 @@ def test_a_model_that_never_loaded_still_answers(api, monkeypatch, tmp_path):
 
 
 def test_a_failed_state_read_degrades_instead_of_failing(aws, monkeypatch, capsys):
-    missing_table = boto3.resource("dynamodb").Table("no-such-table")
-    monkeypatch.setattr(recommend_app, "user_states", UserStateStore(missing_table))
+    missing_table = UserStateStore.from_client(boto3.client("dynamodb"), "no-such-table")
+    monkeypatch.setattr(recommend_app, "user_states", missing_table)
     response = recommend_app.lambda_handler(http_event("GET", "/v1/recommendations"), FakeContext())
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["degraded"] is True

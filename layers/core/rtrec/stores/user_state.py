@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from rtrec.state import UserState
 
 BATCH_GET_KEYS = 100
 BATCH_GET_ATTEMPTS = 8  # calls, including those that retry unprocessed keys
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _to_wire(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in item.items()}
+
+
+def _from_wire(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+def _unchanged(item: dict[str, Any]) -> dict[str, Any]:
+    return item
 
 
 class VersionConflict(Exception):
@@ -21,31 +37,54 @@ class VersionConflict(Exception):
 class UserStateStore:
     """Reads and conditionally writes ``UserState`` items.
 
-    ``table`` is a boto3 DynamoDB ``Table`` resource; tests pass one bound to moto.
-    Calls go through the table's client, which is thread safe (resources are not)
-    and carries boto3's DynamoDB (de)serialisation: plain Python values in and out.
+    Two ways to build it, same behaviour:
+
+    - ``UserStateStore.from_client(client, table_name)`` with a low-level ``boto3.client("dynamodb")``:
+      the store (de)serialises with boto3's ``TypeSerializer``/``TypeDeserializer``. This is what the
+      Lambdas use (``from_env``): a DynamoDB *resource* costs ~85 ms of cold start only to wrap a client.
+    - ``UserStateStore(table)`` with a boto3 ``Table`` resource (or anything with ``.name`` and a
+      ``.meta.client`` that takes plain Python values): calls go through the table's client, which
+      carries the resource's (de)serialisation. Tests and the replay tool use this.
+
+    Clients are thread safe (resources are not) and the (de)serialisers are stateless, so one store
+    serves ingest's concurrent writers.
     """
 
-    def __init__(self, table: Any) -> None:
-        self._name = table.name
-        self._client = table.meta.client
+    def __init__(self, table: Any = None, *, client: Any = None, table_name: str | None = None) -> None:
+        if table is not None and client is None:
+            self._name = table.name
+            self._client = table.meta.client  # a resource's client (de)serialises by itself
+            self._encode: Callable[[dict[str, Any]], dict[str, Any]] = _unchanged
+            self._decode: Callable[[dict[str, Any]], dict[str, Any]] = _unchanged
+        elif client is not None and table is None and table_name:
+            self._name = table_name
+            self._client = client
+            self._encode = _to_wire
+            self._decode = _from_wire
+        else:
+            raise TypeError("UserStateStore needs a table, or a client and a table_name")
 
     @classmethod
-    def from_env(cls, resource: Any = None) -> UserStateStore:
-        """The store for the table named by USER_STATE_TABLE."""
-        if resource is None:
+    def from_client(cls, client: Any, table_name: str) -> UserStateStore:
+        """A store on a low-level DynamoDB client (wire-format attribute values)."""
+        return cls(client=client, table_name=table_name)
+
+    @classmethod
+    def from_env(cls, client: Any = None) -> UserStateStore:
+        """The store for the table named by USER_STATE_TABLE, on ``client`` or a new DynamoDB client."""
+        if client is None:
             import boto3
 
-            resource = boto3.resource("dynamodb")
-        return cls(resource.Table(os.environ["USER_STATE_TABLE"]))
+            client = boto3.client("dynamodb")
+        return cls.from_client(client, os.environ["USER_STATE_TABLE"])
 
     def get(self, user_id: str, consistent: bool = True) -> UserState | None:
         """The user's state, or None for a user with no events yet."""
         response = self._client.get_item(
-            TableName=self._name, Key={"user_id": user_id}, ConsistentRead=consistent
+            TableName=self._name, Key=self._encode({"user_id": user_id}), ConsistentRead=consistent
         )
         item = response.get("Item")
-        return None if item is None else UserState.from_item(item)
+        return None if item is None else UserState.from_item(self._decode(item))
 
     def get_many(self, user_ids: Iterable[str], consistent: bool = True) -> dict[str, UserState | None]:
         """States of several users with BatchGetItem (100 keys per call); None for users with no item.
@@ -55,7 +94,7 @@ class UserStateStore:
         """
         wanted = list(dict.fromkeys(user_ids))
         found: dict[str, UserState | None] = dict.fromkeys(wanted)
-        pending = [{"user_id": user_id} for user_id in wanted]
+        pending = [self._encode({"user_id": user_id}) for user_id in wanted]
         attempts = 0
         while pending and attempts < BATCH_GET_ATTEMPTS:
             attempts += 1
@@ -64,10 +103,11 @@ class UserStateStore:
                 RequestItems={self._name: {"Keys": chunk, "ConsistentRead": consistent}}
             )
             for item in response.get("Responses", {}).get(self._name, []):
-                found[item["user_id"]] = UserState.from_item(item)
+                state = UserState.from_item(self._decode(item))
+                found[state.user_id] = state
             pending.extend(response.get("UnprocessedKeys", {}).get(self._name, {}).get("Keys", []))
         for key in pending:
-            user_id = key["user_id"]
+            user_id = self._decode(key)["user_id"]
             found[user_id] = self.get(user_id, consistent=consistent)
         return found
 
@@ -78,19 +118,12 @@ class UserStateStore:
         timeouts) propagate for the caller to report as retryable.
         """
         expected = state.version - 1
+        kwargs: dict[str, Any] = {"TableName": self._name, "Item": self._encode(state.to_item())}
         if expected <= 0:
-            condition = "attribute_not_exists(user_id)"
-            values: dict[str, Any] = {}
+            kwargs["ConditionExpression"] = "attribute_not_exists(user_id)"
         else:
-            condition = "version = :expected"
-            values = {":expected": expected}
-        kwargs: dict[str, Any] = {
-            "TableName": self._name,
-            "Item": state.to_item(),
-            "ConditionExpression": condition,
-        }
-        if values:
-            kwargs["ExpressionAttributeValues"] = values
+            kwargs["ConditionExpression"] = "version = :expected"
+            kwargs["ExpressionAttributeValues"] = self._encode({":expected": expected})
         try:
             self._client.put_item(**kwargs)
         except ClientError as error:
