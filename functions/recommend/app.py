@@ -4,38 +4,44 @@ Thin handler: authenticate (the JWT `sub` is the user), validate, read the calle
 with a strongly consistent read, ask the `Recommender`, shape the response, emit metrics.
 The model is loaded once per container at import; if it cannot load or a call fails, the
 answer comes from popularity with `"degraded": true` instead of an error.
+
+Requests are validated here by hand, not by pydantic through Powertools' validation middleware:
+that import costs ~70 ms of every cold start. The documented shapes live in `schemas.py` (dev
+time), from which `openapi.py` writes docs/openapi.json; the OpenAPI tests hold both to each other.
 """
 
+# ruff: noqa: E402
+# The cyclic GC would run many times over the objects imports create, all of which live as long as the
+# container; it is paused for the init and the survivors frozen (see the end of the module).
 import gc
+
+gc.disable()
+
 import json
 import os
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import BadRequestError, UnauthorizedError
-from aws_lambda_powertools.event_handler.openapi.exceptions import (
-    RequestUnsupportedContentType,
-    RequestValidationError,
-)
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from rtrec.events import MAX_ID_LENGTH
 from rtrec.features import GENRES
-from rtrec.ranking import REASONS, Pick
+from rtrec.ranking import Pick
 from rtrec.recommender import Outcome, Recommender, RecommenderConfig
 from rtrec.stores.user_state import UserStateStore
 
 MAX_K = 100
 MAX_LIST_ITEMS = 500
+MAX_GENRE_PARAMETER = 400
+MAX_EXCLUDE_PARAMETER = MAX_LIST_ITEMS * (MAX_ID_LENGTH + 1)
 _GENRE_BY_LOWER = {genre.lower(): genre for genre in GENRES}
 
 logger = Logger()
@@ -54,100 +60,29 @@ def _cors(origins: str) -> CORSConfig | None:
     return CORSConfig(allow_origin=allowed[0], extra_origins=allowed[1:], max_age=600)
 
 
-app = APIGatewayHttpResolver(cors=_cors(os.environ.get("ALLOWED_ORIGINS", "")), enable_validation=True)
+app = APIGatewayHttpResolver(cors=_cors(os.environ.get("ALLOWED_ORIGINS", "")))
 user_states = UserStateStore.from_env()
 recommender = Recommender.from_model_dir(os.environ["MODEL_DIR"], RecommenderConfig.from_env())
 if recommender.load_error:
     logger.error("model unavailable, serving popular items", extra={"reason": recommender.load_error})
 
-ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
-Reason = Literal[REASONS]  # type: ignore[valid-type]
-
-
-class ScoredItem(BaseModel):
-    item_id: str
-    score: float = Field(description="Higher is better; model scores and popularity are not comparable.")
-    reason: Reason = Field(description="Why the item is here: model, explore, popular or cold_start.")
-    genres: list[str]
-
-
-class RecommendationsResponse(BaseModel):
-    recommendation_id: str = Field(
-        description="Echo it as `recommendation_id` in events caused by this list."
-    )
-    model_version: str | None
-    degraded: bool = Field(description="True when the model was unavailable and popularity answered.")
-    source: str = Field(
-        description="model, cold_start (no known history) or popular (no state, or degraded)."
-    )
-    items: list[ScoredItem]
-
-
-class RankRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    item_ids: list[ItemId] = Field(min_length=1, max_length=MAX_LIST_ITEMS)
-
-
-class RankResponse(RecommendationsResponse):
-    unknown_item_ids: list[str] = Field(description="Requested ids the catalog does not know (not ranked).")
-
-
-class InterestsResponse(BaseModel):
-    model_version: str | None
-    degraded: bool
-    source: str = Field(
-        description="model, state (decayed interests from events) or popular (catalog prior)."
-    )
-    interests: dict[str, float] = Field(description="Probability per genre; sums to 1.")
-
-
-class ErrorResponse(BaseModel):
-    message: str
-    errors: list[str] = []
-
-
 # Answers can be large (500 items): trace the routes without copying them into X-Ray segments.
 traced = tracer.capture_method(capture_response=False)
-
-
-def _responses(model: type[BaseModel]) -> dict[int, dict[str, Any]]:
-    """OpenAPI responses of a route: its answer, and the two errors every route can give."""
-
-    def json_of(schema: type[BaseModel]) -> dict[str, Any]:
-        return {"application/json": {"model": schema}}
-
-    return {
-        200: {"description": "The answer", "content": json_of(model)},
-        400: {"description": "Invalid request", "content": json_of(ErrorResponse)},
-        401: {"description": "Missing or invalid token", "content": json_of(ErrorResponse)},
-    }
 
 
 @app.get(
     "/v1/recommendations",
     summary="Top-k items for the caller",
     description="Unseen items ranked by the model for the token's user, genre-capped, with exploration.",
-    responses=_responses(RecommendationsResponse),
 )
 @traced
-def get_recommendations(
-    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items (1..100).")] = 10,
-    genre: Annotated[
-        str | None,
-        Query(max_length=400, description="Comma-separated genres to restrict to, e.g. Action,Drama."),
-    ] = None,
-    exclude: Annotated[
-        str | None,
-        Query(
-            max_length=MAX_LIST_ITEMS * (MAX_ID_LENGTH + 1), description="Comma-separated item ids (≤ 500)."
-        ),
-    ] = None,
-):
+def get_recommendations():
     """Top-k unseen items for the caller: model retrieval + ranking, then the ranking rules."""
     user_id = _caller()
-    _refuse_unknown_parameters({"k", "genre", "exclude"})
-    genres = _parse_genres(genre)
-    excluded = _parse_list("exclude", exclude)
+    query = _refuse_unknown_parameters({"k", "genre", "exclude"})
+    k = _parse_k(query.get("k"))
+    genres = _parse_genres(_bounded("genre", query.get("genre"), MAX_GENRE_PARAMETER))
+    excluded = _parse_list("exclude", _bounded("exclude", query.get("exclude"), MAX_EXCLUDE_PARAMETER))
     recommendation_id = uuid.uuid4().hex
     logger.append_keys(recommendation_id=recommendation_id)
     rng = np.random.default_rng(uuid.UUID(recommendation_id).int)
@@ -169,20 +104,17 @@ def get_recommendations(
     "/v1/recommendations/rank",
     summary="Rank the caller's own candidates",
     description="Orders up to 500 item ids for the token's user; unknown ids are reported back.",
-    responses={
-        **_responses(RankResponse),
-        415: {"description": "Body is not JSON", "content": {"application/json": {"model": ErrorResponse}}},
-    },
 )
 @traced
-def rank_items(request: Annotated[RankRequest, Body()]):
+def rank_items():
     """The caller's own candidates in the model's order; unknown ids are listed, not ranked."""
     user_id = _caller()
     _refuse_unknown_parameters(set())
+    item_ids = _rank_request_item_ids()
     recommendation_id = uuid.uuid4().hex
     logger.append_keys(recommendation_id=recommendation_id)
     state, read_failure = _read_state(user_id)
-    outcome = recommender.rank(state, request.item_ids)
+    outcome = recommender.rank(state, item_ids)
     _observe("rank", outcome, read_failure)
     return _json(
         {
@@ -200,7 +132,6 @@ def rank_items(request: Annotated[RankRequest, Body()]):
     "/v1/interests",
     summary="The caller's predicted genre interests",
     description="Distribution over the 19 genres from the model's interest head for the token's user.",
-    responses=_responses(InterestsResponse),
 )
 @traced
 def get_interests():
@@ -220,22 +151,25 @@ def get_interests():
     )
 
 
-@app.exception_handler(RequestValidationError)
-def _invalid_request(error: RequestValidationError) -> Response:
-    # Validation runs before the route, so an anonymous request must still get its 401 first.
-    if not _caller_or_none():
-        return _error(401, "missing or invalid token")
-    details = []
-    for entry in error.errors():
-        where = ".".join(str(part) for part in entry.get("loc", ()) if part != "request")
-        details.append(f"{where}: {entry.get('msg', entry.get('type', 'invalid'))}")
-    return _error(400, "invalid request", details)
+class InvalidRequest(Exception):
+    """A request that breaks the documented schema: a 400 listing what is wrong (`where: what`)."""
+
+    def __init__(self, *errors: str) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = list(errors)
 
 
-@app.exception_handler(RequestUnsupportedContentType)
-def _unsupported_content_type(error: RequestUnsupportedContentType) -> Response:
-    if not _caller_or_none():
-        return _error(401, "missing or invalid token")
+class UnsupportedContentType(Exception):
+    """A body that is declared as something other than JSON: a 415."""
+
+
+@app.exception_handler(InvalidRequest)
+def _invalid_request(error: InvalidRequest) -> Response:
+    return _error(400, "invalid request", error.errors)
+
+
+@app.exception_handler(UnsupportedContentType)
+def _unsupported_content_type(error: UnsupportedContentType) -> Response:
     return _error(415, "the body must be JSON (content-type: application/json)")
 
 
@@ -265,11 +199,63 @@ def _caller() -> str:
     return user_id
 
 
-def _refuse_unknown_parameters(allowed: set[str]) -> None:
-    unknown = sorted(set(app.current_event.query_string_parameters or {}) - allowed)
+def _refuse_unknown_parameters(allowed: set[str]) -> dict[str, str]:
+    """The query parameters, when all of them are ``allowed``."""
+    query = app.current_event.query_string_parameters or {}
+    unknown = sorted(set(query) - allowed)
     if unknown:
         accepted = ", ".join(sorted(allowed)) or "none"
         raise BadRequestError(f"unknown query parameter(s): {', '.join(unknown)} (accepted: {accepted})")
+    return query
+
+
+def _parse_k(raw: str | None) -> int:
+    if raw is None:
+        return 10
+    text = raw.strip()
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 4) or not 1 <= int(text) <= MAX_K:
+        raise InvalidRequest(f"query.k: must be an integer from 1 to {MAX_K}, got {raw[:20]!r}")
+    return int(text)
+
+
+def _bounded(name: str, raw: str | None, max_length: int) -> str | None:
+    if raw is not None and len(raw) > max_length:
+        raise InvalidRequest(f"query.{name}: at most {max_length} characters, got {len(raw)}")
+    return raw
+
+
+def _rank_request_item_ids() -> list[str]:
+    """The body's `item_ids`: a JSON object with only that field, 1..500 ids of 1..64 characters."""
+    event = app.current_event
+    content_type = (event.headers or {}).get("content-type", "").strip()
+    if content_type and not content_type.startswith(content_types.APPLICATION_JSON):
+        raise UnsupportedContentType(content_type)
+    raw = event.decoded_body
+    if not raw:
+        raise InvalidRequest('body: required, a JSON object like {"item_ids": ["1", "2"]}')
+    try:
+        body = json.loads(raw)
+    except ValueError as error:
+        raise InvalidRequest(f"body: not valid JSON ({error})") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"body: must be a JSON object, got {type(body).__name__}")
+    extra = sorted(set(body) - {"item_ids"})
+    if extra:
+        raise InvalidRequest(*(f"body.{name}: unknown field (accepted: item_ids)" for name in extra))
+    item_ids = body.get("item_ids")
+    if item_ids is None:
+        raise InvalidRequest("body.item_ids: required")
+    if not isinstance(item_ids, list) or not 1 <= len(item_ids) <= MAX_LIST_ITEMS:
+        raise InvalidRequest(f"body.item_ids: must be a list of 1 to {MAX_LIST_ITEMS} item ids")
+    bad = [
+        f"body.item_ids.{n}: must be a string of 1 to {MAX_ID_LENGTH} characters"
+        for n, item_id in enumerate(item_ids)
+        if not isinstance(item_id, str) or not 1 <= len(item_id) <= MAX_ID_LENGTH
+    ]
+    if bad:
+        raise InvalidRequest(*bad[:10])
+    return item_ids
 
 
 def _parse_list(name: str, raw: str | None) -> list[str]:
@@ -344,10 +330,8 @@ def _items(picks: Sequence[Pick]) -> list[dict[str, Any]]:
 def _json(payload: dict[str, Any]) -> Response:
     """A 200 with the body serialised once, here.
 
-    The routes document their answer models in `responses` and carry no return annotation (Powertools
-    would re-validate and re-encode the answer from it); they return ready JSON, which skips
-    Powertools' response re-validation and its pure-Python encoder (milliseconds for 500 items);
-    the OpenAPI tests validate real answers against the documented schemas instead.
+    The answer models are documented in `schemas.py`, not built here (500 models per answer cost
+    milliseconds); the OpenAPI tests validate real answers against those schemas instead.
     """
     return Response(
         status_code=200,
@@ -360,10 +344,11 @@ def _error(status: int, message: str, errors: list[str] | None = None) -> Respon
     return Response(
         status_code=status,
         content_type=content_types.APPLICATION_JSON,
-        body=ErrorResponse(message=message, errors=errors or []).model_dump(),
+        body=json.dumps({"message": message, "errors": errors or []}, separators=(",", ":")),
     )
 
 
-# Everything built during init (numpy, botocore and pydantic models, the catalog) lives as long as the
-# container: freezing it keeps the cyclic GC from re-scanning it, which was the p99 tail of large answers.
+# Everything built during init (numpy, botocore models, the catalog) lives as long as the container:
+# freezing it keeps the cyclic GC from re-scanning it, which was the p99 tail of large answers.
 gc.freeze()
+gc.enable()

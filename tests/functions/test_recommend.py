@@ -11,6 +11,9 @@ import copy
 import io
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -206,6 +209,20 @@ def test_a_token_reads_only_its_own_users_state_and_nothing_writes_it(api, inges
 
     assert user_state_table.get_item(Key={"user_id": "user-b"})["Item"] == stored_b
     assert "Item" not in user_state_table.get_item(Key={"user_id": "user-a"})
+
+
+def test_the_handler_module_does_not_import_pydantic_and_leaves_the_gc_on():
+    """pydantic costs ~70 ms of cold start the handler does not need (it validates by hand); the GC is
+    paused only while the module initialises."""
+    repo = Path(__file__).resolve().parents[2]
+    script = (
+        "import gc, sys, functions.recommend.app; "
+        "assert 'pydantic' not in sys.modules, 'pydantic imported'; "
+        "assert gc.isenabled(), 'GC left disabled'"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "layers" / "core"), str(repo)])}
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=repo, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_the_real_model_is_loaded_once_at_import():
