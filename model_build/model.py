@@ -16,14 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from rtrec.features import GENRES, NUM_SIGNALS, SEQUENCE_LENGTH
-
-INPUT_ITEMS = "items"
-INPUT_SIGNALS = "signals"
-INPUT_CANDIDATES = "candidates"
-OUTPUT_SCORES = "scores"
-OUTPUT_INTERESTS = "interests"
-OUTPUT_USER_VECTOR = "user_vector"
+from rtrec.features import (
+    GENRES,
+    INPUT_CANDIDATES,
+    INPUT_ITEMS,
+    INPUT_SIGNALS,
+    NUM_SIGNALS,
+    OUTPUT_INTERESTS,
+    OUTPUT_SCORES,
+    OUTPUT_USER_VECTOR,
+    SEQUENCE_LENGTH,
+)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,15 @@ EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rat
 SEQUENCE_LENGTH = 50
 PAD_INDEX = 0
 
+# Tensor names of the model's serving signature: the Keras model is built with
+# them and the scorer looks its inputs and outputs up by them.
+INPUT_ITEMS = "items"
+INPUT_SIGNALS = "signals"
+INPUT_CANDIDATES = "candidates"
+OUTPUT_SCORES = "scores"
+OUTPUT_INTERESTS = "interests"
+OUTPUT_USER_VECTOR = "user_vector"
+
 # A history step carries a signal strength 1..5 besides the item. The training
 # data holds only star ratings, so every other event type is mapped onto the
 # star scale it most resembles; that way the serving path never feeds the model

@@ -22,14 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from rtrec.features import GENRES, PAD_INDEX, SEQUENCE_LENGTH, Catalog
+from rtrec.features import (
+    GENRES,
+    INPUT_CANDIDATES,
+    INPUT_ITEMS,
+    INPUT_SIGNALS,
+    OUTPUT_INTERESTS,
+    OUTPUT_SCORES,
+    OUTPUT_USER_VECTOR,
+    PAD_INDEX,
+    SEQUENCE_LENGTH,
+    Catalog,
+)
 
-INPUT_ITEMS = "items"
-INPUT_SIGNALS = "signals"
-INPUT_CANDIDATES = "candidates"
-OUTPUT_SCORES = "scores"
-OUTPUT_INTERESTS = "interests"
-OUTPUT_USER_VECTOR = "user_vector"
 _INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 
 
