@@ -163,6 +163,23 @@ def _reject_unknown(raw: dict, allowed: frozenset[str]) -> None:
         raise InvalidEvent(f"unknown field(s): {', '.join(unknown)}")
 
 
+def _with_optional_fields(
+    raw: dict, user_id: str, event_id: str, item_id: str, event_type: str, ts: int
+) -> Event:
+    """The event from its validated required fields plus the optional ones, validated here."""
+    return Event(
+        user_id=user_id,
+        event_id=event_id,
+        item_id=item_id,
+        type=event_type,
+        ts=ts,
+        value=_value(raw, event_type),
+        session_id=_identifier(raw, "session_id", required=False),
+        recommendation_id=_identifier(raw, "recommendation_id", required=False),
+        context=_context(raw),
+    )
+
+
 def validate_client_event(raw: Any, user_id: str, now_ms: int) -> Event:
     """Validate one event as posted by a client; the user comes from the token, never the body."""
     if not isinstance(raw, dict):
@@ -180,17 +197,7 @@ def validate_client_event(raw: Any, user_id: str, now_ms: int) -> Event:
         raise InvalidEvent("timestamp is in the future")
     if ts < MIN_TIMESTAMP_MS:
         raise InvalidEvent("timestamp is before 2000-01-01")
-    return Event(
-        user_id=user_id,
-        event_id=event_id,
-        item_id=item_id,
-        type=event_type,
-        ts=ts,
-        value=_value(raw, event_type),
-        session_id=_identifier(raw, "session_id", required=False),
-        recommendation_id=_identifier(raw, "recommendation_id", required=False),
-        context=_context(raw),
-    )
+    return _with_optional_fields(raw, user_id, event_id, item_id, event_type, ts)
 
 
 def parse_stream_record(data: bytes) -> Event:
@@ -215,14 +222,4 @@ def parse_stream_record(data: bytes) -> Event:
     ts = raw.get("ts")
     if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
         raise InvalidEvent("ts must be epoch milliseconds (an integer)")
-    return Event(
-        user_id=user_id,
-        event_id=event_id,
-        item_id=item_id,
-        type=event_type,
-        ts=ts,
-        value=_value(raw, event_type),
-        session_id=_identifier(raw, "session_id", required=False),
-        recommendation_id=_identifier(raw, "recommendation_id", required=False),
-        context=_context(raw),
-    )
+    return _with_optional_fields(raw, user_id, event_id, item_id, event_type, ts)
