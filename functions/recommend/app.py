@@ -83,21 +83,12 @@ def get_recommendations():
     k = _parse_k(query.get("k"))
     genres = _parse_genres(_bounded("genre", query.get("genre"), MAX_GENRE_PARAMETER))
     excluded = _parse_list("exclude", _bounded("exclude", query.get("exclude"), MAX_EXCLUDE_PARAMETER))
-    recommendation_id = uuid.uuid4().hex
-    logger.append_keys(recommendation_id=recommendation_id)
+    recommendation_id = _new_recommendation_id()
     rng = np.random.default_rng(uuid.UUID(recommendation_id).int)
     state, read_failure = _read_state(user_id)
     outcome = recommender.recommend(state, k, rng, filter_genres=genres, exclude_item_ids=excluded)
     _observe("recommendations", outcome, read_failure)
-    return _json(
-        {
-            "recommendation_id": recommendation_id,
-            "model_version": recommender.model_version,
-            "degraded": outcome.degraded or read_failure,
-            "source": outcome.source,
-            "items": _items(outcome.picks),
-        }
-    )
+    return _ranked_answer(recommendation_id, outcome, read_failure)
 
 
 @app.post(
@@ -111,21 +102,11 @@ def rank_items():
     user_id = _caller()
     _refuse_unknown_parameters(set())
     item_ids = _rank_request_item_ids()
-    recommendation_id = uuid.uuid4().hex
-    logger.append_keys(recommendation_id=recommendation_id)
+    recommendation_id = _new_recommendation_id()
     state, read_failure = _read_state(user_id)
     outcome = recommender.rank(state, item_ids)
     _observe("rank", outcome, read_failure)
-    return _json(
-        {
-            "recommendation_id": recommendation_id,
-            "model_version": recommender.model_version,
-            "degraded": outcome.degraded or read_failure,
-            "source": outcome.source,
-            "items": _items(outcome.picks),
-            "unknown_item_ids": outcome.unknown_item_ids,
-        }
-    )
+    return _ranked_answer(recommendation_id, outcome, read_failure, unknown_item_ids=outcome.unknown_item_ids)
 
 
 @app.get(
@@ -307,6 +288,27 @@ def _observe(route: str, outcome: Outcome, read_failure: bool) -> None:
             "candidates_scored": outcome.candidates_scored,
             "degraded": outcome.degraded or read_failure,
         },
+    )
+
+
+def _new_recommendation_id() -> str:
+    """A fresh id for this answer, also put on every log line of the request."""
+    recommendation_id = uuid.uuid4().hex
+    logger.append_keys(recommendation_id=recommendation_id)
+    return recommendation_id
+
+
+def _ranked_answer(recommendation_id: str, outcome: Outcome, read_failure: bool, **extra: Any) -> Response:
+    """The body shared by the two ranked-item routes."""
+    return _json(
+        {
+            "recommendation_id": recommendation_id,
+            "model_version": recommender.model_version,
+            "degraded": outcome.degraded or read_failure,
+            "source": outcome.source,
+            "items": _items(outcome.picks),
+            **extra,
+        }
     )
 
 
