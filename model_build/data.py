@@ -198,6 +198,7 @@ class Examples:
     targets: np.ndarray  # int32 [n], catalog index of the next item
     interest_targets: np.ndarray  # float32 [n, 19], genre distribution of the next items
     seen: list[np.ndarray]  # catalog indices already in the history (for exclusion)
+    futures: np.ndarray  # int32 [n, INTEREST_HORIZON], the next items (first = target), 0 = none
 
 
 def _genre_distribution(catalog: Catalog, genre_matrix: np.ndarray, indices: list[int]) -> np.ndarray:
@@ -211,13 +212,14 @@ def _encode_many(
     catalog: Catalog, histories: list[list[HistoryStep]], targets: list[list[HistoryStep]], length: int
 ) -> Examples:
     genre_matrix = catalog.genre_matrix()
-    items, signals, target_idx, interest, seen = [], [], [], [], []
+    items, signals, target_idx, interest, seen, futures = [], [], [], [], [], []
     for history, future in zip(histories, targets, strict=True):
         encoded_items, encoded_signals = encode_history(history[-length:], catalog, length)
         items.append(encoded_items)
         signals.append(encoded_signals)
         future_idx = [catalog.index_of(s.item_id) for s in future]
         target_idx.append(future_idx[0])
+        futures.append((future_idx + [0] * INTEREST_HORIZON)[:INTEREST_HORIZON])
         interest.append(_genre_distribution(catalog, genre_matrix, future_idx))
         seen.append(np.unique([catalog.index_of(s.item_id) for s in history]).astype(np.int32))
     return Examples(
@@ -226,6 +228,7 @@ def _encode_many(
         targets=np.asarray(target_idx, dtype=np.int32),
         interest_targets=np.stack(interest),
         seen=seen,
+        futures=np.asarray(futures, dtype=np.int32),
     )
 
 
@@ -240,7 +243,7 @@ def training_examples(splits: list[UserSplit], catalog: Catalog, length: int = 5
     histories, futures = [], []
     for split in splits:
         for t in range(1, len(split.train)):
-            histories.append(split.train[max(0, t - length) : t])
+            histories.append(split.train[:t])  # the whole history: `seen` masks it in the loss
             futures.append(split.train[t : t + INTEREST_HORIZON])
     return _encode_many(catalog, histories, futures, length)
 

@@ -28,6 +28,10 @@ SHORTLIST_SIZE = 128
 BATCH_SIZE = 256
 ARTIFACT_MODE = "dynamic_range"
 LEARNING_RATE = 2e-3
+# The retrieval loss's target: the next item and, with less weight, the two after it. Many users rate
+# several movies in the same second, so "the next one" is partly file order; chosen on validation
+# (NDCG@10 0.1306 with the next item alone, 0.1358 with these weights).
+NEXT_ITEM_WEIGHTS = (1.0, 0.5, 0.25)
 MEASURED_MODES = "float32,dynamic_range,int8"
 FLOAT16_NOTE = "not measured: TF 2.15.1's converter blew up (memory, then segfault) on this graph in float16"
 
@@ -153,6 +157,61 @@ class ValidationCallback:
         return _Callback(*args, **kwargs)
 
 
+def seen_mask(seen_items, num_items: int):
+    """[N + 1] float mask, 1 at every catalog index in `seen_items` (unique indices)."""
+    import tensorflow as tf
+    return tf.scatter_nd(seen_items[:, None], tf.ones_like(seen_items, dtype=tf.float32), [num_items + 1])
+
+
+def next_items_target(futures, num_items: int):
+    """[N + 1] distribution over the next items, weighted by NEXT_ITEM_WEIGHTS (0 = no item)."""
+    import tensorflow as tf
+    futures = futures[: len(NEXT_ITEM_WEIGHTS)]
+    weights = tf.constant(NEXT_ITEM_WEIGHTS, tf.float32) * tf.cast(futures > 0, tf.float32)
+    return tf.scatter_nd(futures[:, None], weights / tf.reduce_sum(weights), [num_items + 1])
+
+
+def training_dataset(examples, num_items: int, seed: int = SEED):
+    """Batched (features, labels) for the training model.
+
+    features: items, signals, candidates (the next item first, then uniform negatives), seen mask.
+    labels: retrieval = distribution over the next items, ranking = 0 (the first candidate), interests.
+    """
+    tf = _tf()
+
+    def per_example(features, labels):
+        negatives = tf.random.uniform((NUM_SAMPLED - 1,), 1, num_items + 1, dtype=tf.int32, seed=seed)
+        futures = features.pop("futures")
+        features["candidates"] = tf.concat([futures[:1], negatives], 0)
+        features["seen"] = seen_mask(features.pop("seen_items"), num_items)
+        labels["retrieval"] = next_items_target(futures, num_items)
+        return features, labels
+
+    seen_items = tf.RaggedTensor.from_row_lengths(
+        np.concatenate(examples.seen).astype(np.int32), [len(s) for s in examples.seen]
+    )
+    return (
+        tf.data.Dataset.from_tensor_slices(
+            (
+                {
+                    "items": examples.items,
+                    "signals": examples.signals,
+                    "futures": examples.futures,
+                    "seen_items": seen_items,
+                },
+                {
+                    "ranking": np.zeros(len(examples.targets), dtype=np.int32),
+                    "interests": examples.interest_targets,
+                },
+            )
+        )
+        .shuffle(len(examples.targets), seed=seed)
+        .map(per_example)
+        .batch(BATCH_SIZE)
+        .prefetch(2)
+    )
+
+
 def train(prepared: dict, epochs: int, seed: int = SEED, config=None, learning_rate: float = LEARNING_RATE):
     """Train; returns (layers, serving model with dynamic candidate count, validation history)."""
     tf = _tf()
@@ -165,28 +224,7 @@ def train(prepared: dict, epochs: int, seed: int = SEED, config=None, learning_r
     training_model = build_training_model(layers, NUM_SAMPLED)
     serving_model = build_serving_model(layers)
     examples = prepared["train"]
-
-    def add_candidates(features, labels):
-        negatives = tf.random.uniform((NUM_SAMPLED - 1,), 1, num_items + 1, dtype=tf.int32, seed=seed)
-        features = dict(features, candidates=tf.concat([[labels["retrieval"]], negatives], 0))
-        return features, labels
-
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(
-            (
-                {"items": examples.items, "signals": examples.signals},
-                {
-                    "retrieval": examples.targets,
-                    "ranking": np.zeros(len(examples.targets), dtype=np.int32),
-                    "interests": examples.interest_targets,
-                },
-            )
-        )
-        .shuffle(len(examples.targets), seed=seed)
-        .map(add_candidates)
-        .batch(BATCH_SIZE)
-        .prefetch(2)
-    )
+    dataset = training_dataset(examples, num_items, seed)
     steps_per_epoch = -(-len(examples.targets) // BATCH_SIZE)
     training_model.compile(
         # Cosine decay to zero over the run: the last epochs settle instead of bouncing between minima.
@@ -194,7 +232,7 @@ def train(prepared: dict, epochs: int, seed: int = SEED, config=None, learning_r
             tf.keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
         ),
         loss={
-            "retrieval": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "retrieval": tf.keras.losses.CategoricalCrossentropy(from_logits=True),
             "ranking": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             "interests": tf.keras.losses.CategoricalCrossentropy(),
         },
