@@ -160,12 +160,14 @@ class ValidationCallback:
 def seen_mask(seen_items, num_items: int):
     """[N + 1] float mask, 1 at every catalog index in `seen_items` (unique indices)."""
     import tensorflow as tf
+
     return tf.scatter_nd(seen_items[:, None], tf.ones_like(seen_items, dtype=tf.float32), [num_items + 1])
 
 
 def next_items_target(futures, num_items: int):
     """[N + 1] distribution over the next items, weighted by NEXT_ITEM_WEIGHTS (0 = no item)."""
     import tensorflow as tf
+
     futures = futures[: len(NEXT_ITEM_WEIGHTS)]
     weights = tf.constant(NEXT_ITEM_WEIGHTS, tf.float32) * tf.cast(futures > 0, tf.float32)
     return tf.scatter_nd(futures[:, None], weights / tf.reduce_sum(weights), [num_items + 1])
