@@ -179,7 +179,7 @@ def training_dataset(examples, num_items: int, seed: int = SEED):
     features: items, signals, candidates (the next item first, then uniform negatives), seen mask.
     labels: retrieval = distribution over the next items, ranking = 0 (the first candidate), interests.
     """
-    tf = _tf()
+    import tensorflow as tf
 
     def per_example(features, labels):
         negatives = tf.random.uniform((NUM_SAMPLED - 1,), 1, num_items + 1, dtype=tf.int32, seed=seed)
