@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,6 +48,18 @@ def quantize_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     quantized = np.clip(np.round(matrix / scale[:, None]), -127, 127).astype(np.int8)
     return quantized, scale
+
+
+def artifact_version(model_bytes: bytes, catalog: Catalog, item_embeddings: np.ndarray, mode: str) -> str:
+    """A version derived from the artifact's content: the same build gives the same version.
+
+    A clock-based version would change metadata.json on every rebuild even when `make model`
+    reproduces the model byte for byte.
+    """
+    digest = hashlib.sha256(model_bytes)
+    digest.update(json.dumps(catalog.to_json(), sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(quantize_rows(item_embeddings)[0]).tobytes())
+    return f"{mode}-{digest.hexdigest()[:12]}"
 
 
 def write_artifact(

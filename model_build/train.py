@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from model_build import data as data_module
-from model_build.export import convert, write_artifact
+from model_build.export import artifact_version, convert, write_artifact
 from model_build.metrics import summary, target_rank, top_k, top_k_agreement
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         chosen_bytes = convert(export_model, args.mode, rep)
 
     metadata = {
-        "version": time.strftime("%Y%m%d%H%M%S", time.gmtime()) + f"-{args.mode}",
+        "version": artifact_version(chosen_bytes, catalog, item_embeddings, args.mode),
         "quantization": args.mode,
         "shortlist_size": SHORTLIST_SIZE,
         "inputs": {
@@ -391,7 +391,6 @@ def main(argv: list[str] | None = None) -> None:
             "seed": SEED,
             "config": asdict(layers.config),
             "validation_history": history,
-            "build_seconds": round(time.time() - started, 1),
         },
         "metrics": {"test_float": summary(ranks_of(float_scores, test))},
         "quantization_measured": quantization,

@@ -107,3 +107,15 @@ def test_tiny_model_matches_keras(tiny_artifact, module):
         np.testing.assert_allclose(result["interests"], want["interests"], rtol=1e-4, atol=1e-6)
         # a 3-candidate call (padded to the shortlist of 4) gives the same scores as the full call
         np.testing.assert_allclose(result["subset"], want["scores"][[2, 0, 6]], rtol=1e-4, atol=1e-5)
+
+
+def test_artifact_version_depends_on_content_only():
+    from model_build.export import artifact_version
+
+    catalog = Catalog(item_ids=["a", "b"], genre_ids=[[0], [1]], popularity=np.ones(2, np.float32))
+    embeddings = np.arange(12, dtype=np.float32).reshape(3, 4)
+    version = artifact_version(b"model", catalog, embeddings, "dynamic_range")
+    assert version == artifact_version(b"model", catalog, embeddings.copy(), "dynamic_range")
+    assert version.startswith("dynamic_range-")
+    assert version != artifact_version(b"model!", catalog, embeddings, "dynamic_range")
+    assert version != artifact_version(b"model", catalog, embeddings * 2 + 1, "dynamic_range")
