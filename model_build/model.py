@@ -36,7 +36,9 @@ class ModelConfig:
     signal_dim: int = 8
     genre_dim: int = 16
     encoder_units: int = 96
-    head_units: int = 32
+    # Chosen on validation NDCG@10 (8: 0.1371, 16: 0.1414, 32: 0.1379); a narrower head also scores the
+    # whole catalogue faster (dynamic-range LiteRT: 0.47 / 0.75 / 0.98 ms).
+    head_units: int = 16
     dropout: float = 0.2
 
 
