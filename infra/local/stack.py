@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -289,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.ready_file:
             Path(args.ready_file).write_text(json.dumps(stack.describe(), indent=2))
         print_banner(stack, args.sub)
-        threading.Event().wait()
+        # Wake up now and then rather than block for good: Linux may deliver Ctrl-C to one of the
+        # server threads, which only flags it for the main thread, and a main thread blocked in an
+        # untimed wait never looks at the flag (seen as a rare hang on stop under CPU load).
+        while True:
+            time.sleep(0.5)
     except KeyboardInterrupt:
         log.info("shutting down")
     finally:
