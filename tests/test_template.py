@@ -1,7 +1,9 @@
 """template.yaml: translated offline with samtranslator, then the settings that matter are asserted.
 
 `sam validate --lint` is shallow (it accepts python3.99 and BatchSize 100000), so this test is where
-the event source mapping, the table, the stream, the authorizer and the policies are pinned down.
+the event source mapping, the table, the stream, the authorizer, the policies, the alarms and the
+deployment settings are pinned down. Conditions are evaluated here too (`under`), so a test can say
+what CloudFormation creates for a given set of parameters, not only what the transform emits.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
     "arn:aws:iam::aws:policy/service-role/AWSLambdaKinesisExecutionRole",
 }
+# SAM's role for CodeDeploy (DeploymentPreference) shifts the functions' aliases.
+CODEDEPLOY_POLICY = "arn:aws:iam::aws:policy/service-role/AWSCodeDeployRoleForLambda"
+API_FUNCTIONS = ("CollectFunction", "IngestFunction", "RecommendFunction")
+SCOPES = {
+    ("POST", "/v1/events"): "rtrec/events.write",
+    ("GET", "/v1/recommendations"): "rtrec/recommendations.read",
+    ("POST", "/v1/recommendations/rank"): "rtrec/recommendations.read",
+    ("GET", "/v1/interests"): "rtrec/recommendations.read",
+    ("DELETE", "/v1/me"): "rtrec/me.delete",
+}
+EXTERNAL_IDP = {"JwtIssuerUrl": "https://id.example.com", "JwtAudience": "a,b"}
 
 
 class _NoManagedPolicies:
@@ -60,6 +73,84 @@ def of_type(resources: dict, kind: str) -> dict:
     return {name: r for name, r in resources.items() if r["Type"] == kind}
 
 
+_NO_VALUE = object()
+
+
+def under(parameters: dict | None = None) -> dict:
+    """The translated template as CloudFormation would create it with these parameter values.
+
+    Resources and outputs whose Condition is false are dropped, every Fn::If is decided, AWS::NoValue
+    disappears and Refs to parameters become their values; references to resources stay as they are.
+    """
+    translated = translate(parameters)
+    values = {name: spec.get("Default") for name, spec in translated.get("Parameters", {}).items()}
+    values.update(parameters or {})
+    conditions = translated.get("Conditions", {})
+
+    def holds(expression) -> bool:
+        if isinstance(expression, str):
+            return holds(conditions[expression])
+        ((key, argument),) = expression.items()
+        if key == "Fn::Equals":
+            left, right = (decide(v) for v in argument)
+            return str(left) == str(right)
+        if key == "Fn::Not":
+            return not holds(argument[0])
+        if key == "Fn::And":
+            return all(holds(c) for c in argument)
+        if key == "Fn::Or":
+            return any(holds(c) for c in argument)
+        if key == "Condition":
+            return holds(argument)
+        raise ValueError(key)
+
+    def decide(value):
+        if isinstance(value, list):
+            return [v for v in map(decide, value) if v is not _NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if list(value) == ["Fn::If"]:
+            name, when_true, when_false = value["Fn::If"]
+            return decide(when_true if holds(name) else when_false)
+        if value == {"Ref": "AWS::NoValue"}:
+            return _NO_VALUE
+        if list(value) == ["Ref"] and value["Ref"] in values:
+            return values[value["Ref"]]
+        return {k: v for k, v in ((k, decide(v)) for k, v in value.items()) if v is not _NO_VALUE}
+
+    out = {}
+    for section in ("Resources", "Outputs"):
+        out[section] = {
+            name: decide(item)
+            for name, item in translated.get(section, {}).items()
+            if item.get("Condition") is None or holds(item["Condition"])
+        }
+    return out
+
+
+def references(value) -> set[str]:
+    """Logical ids a value refers to through Ref, Fn::GetAtt or Fn::Sub."""
+    found: set[str] = set()
+    if isinstance(value, list):
+        for v in value:
+            found |= references(v)
+    elif isinstance(value, dict):
+        for key, argument in value.items():
+            if key == "Ref" and isinstance(argument, str):
+                found.add(argument)
+            elif key == "Fn::GetAtt":
+                found.add(argument[0] if isinstance(argument, list) else argument.split(".")[0])
+            elif key == "Fn::Sub":
+                text = argument if isinstance(argument, str) else argument[0]
+                local = set() if isinstance(argument, str) else set(argument[1])
+                found |= {m.split(".")[0] for m in re.findall(r"\$\{([^!}][^}]*)\}", text)} - local
+                if not isinstance(argument, str):
+                    found |= references(argument[1])
+            else:
+                found |= references(argument)
+    return {name for name in found if not name.startswith("AWS::")}
+
+
 def test_globals_runtime_tracing_and_contract_environment():
     function = TEMPLATE["Globals"]["Function"]
     assert function["Runtime"] == "python3.12"
@@ -73,9 +164,11 @@ def test_globals_runtime_tracing_and_contract_environment():
 
 def test_every_function_gets_the_environment_and_the_layers(cfn):
     functions = of_type(cfn, "AWS::Lambda::Function")
-    assert {"CollectFunction", "IngestFunction"} <= set(functions)
+    assert set(API_FUNCTIONS) <= set(functions)
     for name, function in functions.items():
         properties = function["Properties"]
+        if "ZipFile" in properties["Code"]:  # the Cognito trigger: inline code, tested on its own
+            continue
         assert properties["Runtime"] == "python3.12", name
         assert properties["TracingConfig"] == {"Mode": "Active"}, name
         assert set(properties["Environment"]["Variables"]) >= CONTRACT_ENV, name
@@ -91,7 +184,7 @@ def test_ingest_event_source_mapping(cfn):
     (mapping,) = of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
     p = mapping["Properties"]
     assert p["EventSourceArn"] == {"Fn::GetAtt": ["EventStream", "Arn"]}
-    assert p["FunctionName"] == {"Ref": "IngestFunction"}
+    assert p["FunctionName"] == {"Ref": "IngestFunctionAliaslive"}  # the alias CodeDeploy shifts
     assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert p["BisectBatchOnFunctionError"] is True
     assert 0 <= p["MaximumRetryAttempts"] <= 10  # finite (-1 would be forever)
@@ -143,9 +236,15 @@ def _actions(statement: dict) -> list[str]:
 def test_policies_are_least_privilege(cfn):
     roles = of_type(cfn, "AWS::IAM::Role")
     assert roles
-    for name, role in roles.items():
-        assert set(role["Properties"].get("ManagedPolicyArns", [])) <= MANAGED_POLICIES, name
-        for statement in _statements(role):
+    policies = of_type(cfn, "AWS::IAM::Policy")
+    for name, role in {**roles, **policies}.items():
+        managed = set(role["Properties"].get("ManagedPolicyArns", []))
+        allowed = {CODEDEPLOY_POLICY} if name == "CodeDeployServiceRole" else MANAGED_POLICIES
+        assert managed <= allowed, name
+        statements = (
+            role["Properties"]["PolicyDocument"]["Statement"] if name in policies else _statements(role)
+        )
+        for statement in statements:
             assert statement["Effect"] == "Allow"
             for action in _actions(statement):
                 assert "*" not in action, f"{name}: wildcard action {action}"
@@ -174,13 +273,23 @@ def test_ingest_may_read_and_write_state_and_dead_letter(cfn):
     }
 
 
-def test_every_route_needs_the_jwt_authorizer(cfn):
-    body = cfn["Api"]["Properties"]["Body"]
-    routes = {(method.upper(), path) for path, methods in body["paths"].items() for method in methods}
-    assert ("POST", "/v1/events") in routes
+def _route_scopes(resources: dict) -> dict[tuple[str, str], list]:
+    body = resources["Api"]["Properties"]["Body"]
+    out = {}
     for path, methods in body["paths"].items():
         for method, operation in methods.items():
-            assert operation["security"] == [{"CognitoAuthorizer": []}], (method, path)
+            ((name, scopes),) = operation["security"][0].items()
+            assert operation["security"] == [{name: scopes}] and name == "CognitoAuthorizer", (method, path)
+            out[(method.upper(), path)] = scopes
+    return out
+
+
+def test_every_route_needs_the_jwt_authorizer_and_its_scope(cfn):
+    assert set(_route_scopes(cfn)) == set(SCOPES)
+    # With the stack's own user pool every route requires its Cognito scope, so only access tokens
+    # pass (an ID token has no `scope` claim).
+    assert _route_scopes(under()["Resources"]) == {route: [scope] for route, scope in SCOPES.items()}
+    body = cfn["Api"]["Properties"]["Body"]
     authorizer = body["components"]["securitySchemes"]["CognitoAuthorizer"]["x-amazon-apigateway-authorizer"]
     assert authorizer["type"] == "jwt"
     assert authorizer["identitySource"] == "$request.header.Authorization"
@@ -190,10 +299,47 @@ def test_every_route_needs_the_jwt_authorizer(cfn):
 
 
 def test_external_identity_provider_replaces_the_user_pool():
-    resources = translate({"JwtIssuerUrl": "https://id.example.com", "JwtAudience": "a,b"})["Resources"]
-    assert resources["UserPool"]["Condition"] == "CreateUserPool"
-    assert resources["UserPoolClient"]["Condition"] == "CreateUserPool"
-    assert TEMPLATE["Conditions"]["CreateUserPool"] == {"Fn::Equals": [{"Ref": "JwtIssuerUrl"}, ""]}
+    own = under()
+    external = under(EXTERNAL_IDP)
+    cognito = {name for name, r in own["Resources"].items() if r["Type"].startswith("AWS::Cognito::")}
+    assert cognito == {"UserPool", "UserPoolClient", "UserPoolResourceServer"}
+    gone = set(own["Resources"]) - set(external["Resources"])
+    assert cognito | {"AccessTokenScopesFunction", "AccessTokenScopesPermission"} <= gone
+    assert not any(r["Type"].startswith("AWS::Cognito::") for r in external["Resources"].values())
+    # Nothing CloudFormation still creates refers to what the condition removed.
+    for name, item in {**external["Resources"], **external["Outputs"]}.items():
+        assert not references(item) & gone, name
+    assert {"UserPoolId", "UserPoolClientId"} <= set(own["Outputs"]) - set(external["Outputs"])
+
+    def jwt(resources: dict) -> dict:
+        body = resources["Api"]["Properties"]["Body"]
+        return body["components"]["securitySchemes"]["CognitoAuthorizer"]["x-amazon-apigateway-authorizer"][
+            "jwtConfiguration"
+        ]
+
+    assert jwt(external["Resources"]) == {
+        "issuer": "https://id.example.com",
+        "audience": {"Fn::Split": [",", "a,b"]},
+    }
+    assert jwt(own["Resources"])["audience"] == [{"Ref": "UserPoolClient"}]
+    assert "${UserPool}" in jwt(own["Resources"])["issuer"]["Fn::Sub"]
+    # An external provider names its scopes itself: empty parameters = no scope check...
+    assert all(scopes == [] for scopes in _route_scopes(external["Resources"]).values())
+    # ...and each given parameter becomes the scope of its routes.
+    named = under(
+        {
+            **EXTERNAL_IDP,
+            "JwtScopeEventsWrite": "write:events",
+            "JwtScopeRecommendationsRead": "read:recs",
+            "JwtScopeMeDelete": "delete:me",
+        }
+    )
+    by_scope = {
+        "rtrec/events.write": "write:events",
+        "rtrec/recommendations.read": "read:recs",
+        "rtrec/me.delete": "delete:me",
+    }
+    assert _route_scopes(named["Resources"]) == {route: [by_scope[scope]] for route, scope in SCOPES.items()}
 
 
 def test_cors_comes_from_a_parameter_without_wildcard(cfn):
@@ -228,3 +374,339 @@ def test_layers_are_built_for_python312_with_cross_platform_pip():
         REPO_ROOT / "requirements/runtime.txt"
     ).read_text()
     assert resources["ModelLayer"]["Properties"]["ContentUri"] == "layers/model"  # -> /opt/model
+
+
+# ---------- identity ----------
+
+
+def test_user_pool_is_protected_and_closed_to_self_sign_up_by_default(cfn):
+    pool = under()["Resources"]["UserPool"]["Properties"]
+    assert pool["DeletionProtection"] == "ACTIVE"
+    assert pool["AdminCreateUserConfig"] == {"AllowAdminCreateUserOnly": True}
+    assert pool["UserPoolTier"] == "ESSENTIALS"  # access-token customization needs it
+    trigger = pool["LambdaConfig"]["PreTokenGenerationConfig"]
+    assert trigger == {
+        "LambdaArn": {"Fn::GetAtt": ["AccessTokenScopesFunction", "Arn"]},
+        "LambdaVersion": "V2_0",
+    }
+    opened = under({"AllowSelfSignUp": "true"})["Resources"]["UserPool"]["Properties"]
+    assert opened["AdminCreateUserConfig"] == {"AllowAdminCreateUserOnly": False}
+    permission = cfn["AccessTokenScopesPermission"]["Properties"]
+    assert permission["Principal"] == "cognito-idp.amazonaws.com"
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["UserPool", "Arn"]}
+
+
+def test_app_client_is_granted_exactly_the_resource_servers_scopes():
+    resources = under()["Resources"]
+    server = resources["UserPoolResourceServer"]["Properties"]
+    defined = {f"{server['Identifier']}/{s['ScopeName']}" for s in server["Scopes"]}
+    assert defined == set(SCOPES.values())
+    client = resources["UserPoolClient"]
+    assert client["DependsOn"] == "UserPoolResourceServer"
+    p = client["Properties"]
+    assert p["GenerateSecret"] is False
+    assert p["AllowedOAuthFlowsUserPoolClient"] is True
+    assert p["AllowedOAuthFlows"] == ["code"]  # no implicit flow: tokens never travel in a URL
+    assert {s for s in p["AllowedOAuthScopes"] if s.startswith("rtrec/")} == defined
+    assert p["CallbackURLs"] == {"Fn::Split": [",", "http://localhost:3000/callback"]}
+    assert "ALLOW_USER_PASSWORD_AUTH" in p["ExplicitAuthFlows"]  # scripts/get_token.py
+    without = under({"EnablePasswordAuth": "false"})["Resources"]["UserPoolClient"]["Properties"]
+    assert without["ExplicitAuthFlows"] == ["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
+
+
+def _trigger_module():
+    code = TEMPLATE["Resources"]["AccessTokenScopesFunction"]["Properties"]["InlineCode"]
+    env = TEMPLATE["Resources"]["AccessTokenScopesFunction"]["Properties"]["Environment"]["Variables"]
+    namespace: dict = {}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        exec(compile(code, "AccessTokenScopesFunction", "exec"), namespace)
+    return namespace
+
+
+def _token_event(pool_id: str, client_id: str, scopes: list[str]) -> dict:
+    return {
+        "version": "2",
+        "triggerSource": "TokenGeneration_Authentication",
+        "userPoolId": pool_id,
+        "callerContext": {"clientId": client_id},
+        "request": {"userAttributes": {"sub": "u-1"}, "scopes": scopes, "groupConfiguration": {}},
+        "response": {"claimsAndScopeOverrideDetails": None},
+    }
+
+
+def test_pre_token_trigger_adds_the_clients_scopes_to_direct_sign_in_tokens_only(aws):
+    import boto3
+
+    cognito = boto3.client("cognito-idp")
+    pool_id = cognito.create_user_pool(PoolName="p")["UserPool"]["Id"]
+    cognito.create_resource_server(
+        UserPoolId=pool_id,
+        Identifier="rtrec",
+        Name="rtrec",
+        Scopes=[{"ScopeName": s.split("/")[1], "ScopeDescription": s} for s in set(SCOPES.values())],
+    )
+    full = cognito.create_user_pool_client(
+        UserPoolId=pool_id,
+        ClientName="app",
+        AllowedOAuthFlowsUserPoolClient=True,
+        AllowedOAuthFlows=["code"],
+        AllowedOAuthScopes=["openid", *sorted(set(SCOPES.values()))],
+        CallbackURLs=["https://app.example.com/cb"],
+    )["UserPoolClient"]["ClientId"]
+    reader = cognito.create_user_pool_client(
+        UserPoolId=pool_id,
+        ClientName="reader",
+        AllowedOAuthFlowsUserPoolClient=True,
+        AllowedOAuthFlows=["code"],
+        AllowedOAuthScopes=["rtrec/recommendations.read"],
+        CallbackURLs=["https://app.example.com/cb"],
+    )["UserPoolClient"]["ClientId"]
+    trigger = _trigger_module()
+    admin = "aws.cognito.signin.user.admin"
+
+    def added(client_id: str, scopes: list[str]) -> list[str] | None:
+        response = trigger["handler"](_token_event(pool_id, client_id, scopes), None)["response"]
+        details = response.get("claimsAndScopeOverrideDetails")
+        return details["accessTokenGeneration"]["scopesToAdd"] if details else None
+
+    # InitiateAuth (SRP or password) gives only aws.cognito.signin.user.admin; the client's scopes join it.
+    assert added(full, [admin]) == sorted(set(SCOPES.values()))
+    # A client allowed fewer scopes gets no more through direct sign-in.
+    assert added(reader, [admin]) == ["rtrec/recommendations.read"]
+    # A token from the OAuth endpoints keeps the scopes its client asked for.
+    assert added(full, ["openid", "rtrec/recommendations.read"]) is None
+
+
+# ---------- logs ----------
+
+
+def test_every_function_logs_to_a_log_group_with_the_retention_parameter(cfn):
+    assert TEMPLATE["Parameters"]["LogRetentionDays"]["Default"] == 30
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    assert set(API_FUNCTIONS) | {"AccessTokenScopesFunction"} == set(functions)
+    groups = set()
+    for name, function in functions.items():
+        group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        log_group = cfn[group]
+        assert log_group["Type"] == "AWS::Logs::LogGroup", name
+        assert log_group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+        assert log_group.get("Condition") == function.get("Condition"), name
+        groups.add(group)
+    assert len(groups) == len(functions)
+    for name, log_group in of_type(cfn, "AWS::Logs::LogGroup").items():
+        assert log_group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+
+
+def test_api_access_log_is_json_without_user_identifiers(cfn):
+    (stage,) = of_type(cfn, "AWS::ApiGatewayV2::Stage").values()
+    settings = stage["Properties"]["AccessLogSettings"]
+    assert settings["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    fields = json.loads(settings["Format"])
+    assert {"requestId", "routeKey", "status", "latency", "integrationErrorMessage"} <= set(fields)
+    assert fields["latency"] == "$context.responseLatency"
+    for forbidden in ("sub", "claims", "sourceIp", "userAgent", "principalId", "email"):
+        assert forbidden not in settings["Format"], forbidden
+
+
+# ---------- alarms and dashboard ----------
+
+
+def _alarms(resources: dict) -> dict:
+    return of_type(resources, "AWS::CloudWatch::Alarm")
+
+
+def _alarm_on(resources: dict, namespace: str, metric: str, **dimensions) -> str:
+    matches = [
+        name
+        for name, alarm in _alarms(resources).items()
+        if alarm["Properties"]["Namespace"] == namespace
+        and alarm["Properties"]["MetricName"] == metric
+        and {d["Name"]: d["Value"] for d in alarm["Properties"]["Dimensions"]} == dimensions
+    ]
+    assert len(matches) == 1, (namespace, metric, dimensions, matches)
+    return matches[0]
+
+
+def test_alarms_cover_functions_stream_queue_custom_metrics_and_api(cfn):
+    for function in (*API_FUNCTIONS, "AccessTokenScopesFunction"):
+        ref = {"Ref": function}
+        if function in API_FUNCTIONS:  # what the events invoke: the alias
+            _alarm_on(
+                cfn, "AWS/Lambda", "Errors", FunctionName=ref, Resource={"Fn::Sub": f"${{{function}}}:live"}
+            )
+        else:
+            _alarm_on(cfn, "AWS/Lambda", "Errors", FunctionName=ref)
+        _alarm_on(cfn, "AWS/Lambda", "Throttles", FunctionName=ref)
+    age = cfn[_alarm_on(cfn, "AWS/Lambda", "IteratorAge", FunctionName={"Ref": "IngestFunction"})][
+        "Properties"
+    ]
+    assert age["Statistic"] == "Maximum" and age["Threshold"] == {"Ref": "IteratorAgeAlarmMs"}
+    queue = {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}
+    dlq = cfn[_alarm_on(cfn, "AWS/SQS", "ApproximateNumberOfMessagesVisible", QueueName=queue)]["Properties"]
+    assert dlq["Threshold"] == 0 and dlq["ComparisonOperator"] == "GreaterThanThreshold"
+    # Custom metrics are found only under the namespace and the dimension Powertools emits them with.
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    namespace, service = variables["POWERTOOLS_METRICS_NAMESPACE"], variables["POWERTOOLS_SERVICE_NAME"]
+    for metric in ("DegradedResponses", "StateReadFailures"):
+        _alarm_on(cfn, namespace, metric, service=service)
+    api = {"Ref": "Api"}
+    _alarm_on(cfn, "AWS/ApiGateway", "5xx", ApiId=api)
+    latency = cfn[_alarm_on(cfn, "AWS/ApiGateway", "Latency", ApiId=api)]["Properties"]
+    assert latency["ExtendedStatistic"] == "p99" and latency["Threshold"] == {"Ref": "ApiLatencyP99AlarmMs"}
+    for name, alarm in _alarms(cfn).items():
+        assert alarm["Properties"]["TreatMissingData"] == "notBreaching", name
+
+
+def test_alarms_notify_the_topic_only_when_one_is_given():
+    for name, alarm in _alarms(under()["Resources"]).items():
+        assert "AlarmActions" not in alarm["Properties"] and "OKActions" not in alarm["Properties"], name
+    topic = "arn:aws:sns:us-east-1:123456789012:ops"
+    alarms = _alarms(under({"AlarmTopicArn": topic})["Resources"])
+    assert len(alarms) >= 14
+    for name, alarm in alarms.items():
+        assert alarm["Properties"]["AlarmActions"] == [topic], name
+        assert alarm["Properties"]["OKActions"] == [topic], name
+
+
+def test_dashboard_shows_the_alarmed_metrics(cfn):
+    (dashboard,) = of_type(cfn, "AWS::CloudWatch::Dashboard").values()
+    text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    for name in references({"Fn::Sub": text}):
+        assert name in cfn, name
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "x", text))
+    metrics = {
+        (m[0], m[1])
+        for widget in body["widgets"]
+        if widget["type"] == "metric"
+        for m in widget["properties"]["metrics"]
+        if m[0] not in (".", "...")
+    }
+    named = {m for _, m in metrics} | {
+        m[1]
+        for w in body["widgets"]
+        if w["type"] == "metric"
+        for m in w["properties"]["metrics"]
+        if m[0] == "."
+    }
+    for metric in (
+        "Errors",
+        "Throttles",
+        "IteratorAge",
+        "ApproximateNumberOfMessagesVisible",
+        "DegradedResponses",
+        "StateReadFailures",
+        "5xx",
+        "Latency",
+    ):
+        assert metric in named, metric
+    alarm_widget = next(w for w in body["widgets"] if w["type"] == "alarm")
+    assert len(alarm_widget["properties"]["alarms"]) == len(_alarms(under(EXTERNAL_IDP)["Resources"]))
+
+
+# ---------- deployment ----------
+
+
+def test_functions_deploy_through_an_alias_with_canary_and_alarm_rollback(cfn):
+    assert TEMPLATE["Parameters"]["DeploymentType"]["Default"] == "Canary10Percent5Minutes"
+    integrations = json.dumps(cfn["Api"]["Properties"]["Body"]["paths"])
+    for function in API_FUNCTIONS:
+        alias = cfn[f"{function}Aliaslive"]
+        assert alias["Type"] == "AWS::Lambda::Alias" and alias["Properties"]["Name"] == "live"
+        group = cfn[f"{function}DeploymentGroup"]["Properties"]
+        assert group["DeploymentConfigName"]["Fn::Sub"][1] == {"ConfigName": "Canary10Percent5Minutes"}
+        assert group["AutoRollbackConfiguration"]["Enabled"] is True
+        assert "DEPLOYMENT_STOP_ON_ALARM" in group["AutoRollbackConfiguration"]["Events"]
+        alarms = {a["Name"]["Ref"] for a in group["AlarmConfiguration"]["Alarms"]}
+        assert f"{function.removesuffix('Function')}ErrorsAlarm" in alarms
+        assert alarms <= set(_alarms(cfn))
+        assert f"${{{function}.Arn}}" not in integrations  # routes call the alias, never $LATEST
+    assert "${CollectFunctionAliaslive}" in integrations and "${RecommendFunctionAliaslive}" in integrations
+    linear = under({"DeploymentType": "Linear10PercentEvery1Minute"})["Resources"]
+    assert linear["RecommendFunctionDeploymentGroup"]["Properties"]["DeploymentConfigName"]["Fn::Sub"][1] == {
+        "ConfigName": "Linear10PercentEvery1Minute"
+    }
+
+
+def test_reserved_concurrency_is_opt_in():
+    default = under()["Resources"]
+    for function in API_FUNCTIONS:
+        assert "ReservedConcurrentExecutions" not in default[function]["Properties"], function
+    reserved = under(
+        {"CollectReservedConcurrency": 20, "IngestReservedConcurrency": 4, "RecommendReservedConcurrency": 50}
+    )["Resources"]
+    assert reserved["CollectFunction"]["Properties"]["ReservedConcurrentExecutions"] == 20
+    assert reserved["IngestFunction"]["Properties"]["ReservedConcurrentExecutions"] == 4
+    assert reserved["RecommendFunction"]["Properties"]["ReservedConcurrentExecutions"] == 50
+
+
+def test_snapstart_is_a_parameter_and_off_by_default():
+    assert TEMPLATE["Parameters"]["EnableSnapStart"]["Default"] == "false"
+    assert "SnapStart" not in under()["Resources"]["RecommendFunction"]["Properties"]
+    on = under({"EnableSnapStart": "true"})["Resources"]
+    assert on["RecommendFunction"]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert on["RecommendFunctionAliaslive"]["Properties"]["FunctionVersion"]["Fn::GetAtt"][1] == "Version"
+    for function in ("CollectFunction", "IngestFunction"):
+        assert "SnapStart" not in on[function]["Properties"], function
+
+
+# ---------- routes ----------
+
+
+def test_delete_me_route_may_delete_the_callers_state_only(cfn):
+    assert ("DELETE", "/v1/me") in _route_scopes(cfn)
+    operation = cfn["Api"]["Properties"]["Body"]["paths"]["/v1/me"]["delete"]
+    assert "RecommendFunctionAliaslive" in operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+    grants = {
+        (a, json.dumps(s["Resource"])) for s in _statements(cfn["RecommendFunctionRole"]) for a in _actions(s)
+    }
+    table = json.dumps({"Fn::GetAtt": ["UserStateTable", "Arn"]})
+    assert grants == {("dynamodb:GetItem", table), ("dynamodb:DeleteItem", table)}
+    cors = cfn["Api"]["Properties"]["Body"]["x-amazon-apigateway-cors"]["Fn::If"][1]
+    assert "DELETE" in cors["allowMethods"]
+
+
+def test_every_route_has_its_own_throttle_and_delete_me_the_smallest(cfn):
+    (stage,) = of_type(cfn, "AWS::ApiGatewayV2::Stage").values()
+    settings = stage["Properties"]["RouteSettings"]
+    assert set(settings) == {f"{method} {path}" for method, path in SCOPES}
+    default = stage["Properties"]["DefaultRouteSettings"]
+    for key, limits in settings.items():
+        assert 0 < limits["ThrottlingRateLimit"] <= default["ThrottlingRateLimit"], key
+        assert limits["ThrottlingRateLimit"] <= limits["ThrottlingBurstLimit"], key
+    assert (
+        min(s["ThrottlingRateLimit"] for s in settings.values())
+        == settings["DELETE /v1/me"]["ThrottlingRateLimit"]
+    )
+
+
+def test_per_user_limits_reach_the_handlers(cfn):
+    collect = cfn["CollectFunction"]["Properties"]["Environment"]["Variables"]
+    assert collect["PER_USER_EVENT_RATE"] == {"Ref": "PerUserEventRate"}
+    assert collect["PER_USER_EVENT_BURST"] == {"Ref": "PerUserEventBurst"}
+    recommend = cfn["RecommendFunction"]["Properties"]["Environment"]["Variables"]
+    assert recommend["PER_USER_REQUEST_RATE"] == {"Ref": "PerUserRequestRate"}
+    assert recommend["PER_USER_REQUEST_BURST"] == {"Ref": "PerUserRequestBurst"}
+    # A burst smaller than one full POST /v1/events (100 events) would refuse a valid request.
+    assert TEMPLATE["Parameters"]["PerUserEventBurst"]["MinValue"] >= 100
+
+
+# ---------- samconfig.toml ----------
+
+
+def test_samconfig_deploys_with_safe_defaults():
+    import tomllib
+
+    config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text())
+    deploy = config["default"]["deploy"]["parameters"]
+    assert config["default"]["global"]["parameters"]["stack_name"] == "rtrec"
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["confirm_changeset"] is True
+    assert deploy["resolve_s3"] is True
+    assert "region" not in deploy and "region" not in config["default"]["global"]["parameters"]
+    overrides = dict(pair.split("=", 1) for pair in deploy["parameter_overrides"].split())
+    assert set(overrides) <= set(TEMPLATE["Parameters"])
+    for name, value in overrides.items():
+        allowed = TEMPLATE["Parameters"][name].get("AllowedValues")
+        assert allowed is None or value in [str(v) for v in allowed], name

@@ -43,7 +43,13 @@ class KinesisSource:
 
 @dataclass(frozen=True)
 class HttpRoute:
-    """One HttpApi route of a function: method, path template and its authorizer (None = open)."""
+    """One HttpApi route of a function: method, path template and its authorizer (None = open).
+
+    `required_scopes` are the route's AuthorizationScopes with the parameters' defaults. `scopes`, the
+    ones the local HTTP API enforces, stays empty for routes behind the stack's own user pool: the
+    deployed pool's pre token generation trigger adds the app client's scopes to every direct sign-in
+    token, and the local stand-in for the pool mints tokens without them.
+    """
 
     function_id: str
     api_id: str
@@ -51,6 +57,7 @@ class HttpRoute:
     path: str
     authorizer: str | None
     scopes: tuple[str, ...] = ()
+    required_scopes: tuple[str, ...] = ()
 
     @property
     def route_key(self) -> str:
@@ -111,11 +118,16 @@ class Template:
         return resolver.condition(name)
 
     def functions(self) -> list[FunctionSpec]:
-        """Every AWS::Serverless::Function with the Globals.Function settings merged in."""
+        """Every AWS::Serverless::Function with code on disk, with the Globals.Function settings merged in.
+
+        Functions with InlineCode (the Cognito trigger) have no local counterpart: nothing local calls them.
+        """
         defaults = self.globals.get("Function", {})
         specs = []
         for rid, res in self.of_type("AWS::Serverless::Function").items():
             props = res.get("Properties", {})
+            if "InlineCode" in props:
+                continue
             env = dict(defaults.get("Environment", {}).get("Variables", {}))
             env.update(props.get("Environment", {}).get("Variables", {}))
             specs.append(
@@ -134,6 +146,8 @@ class Template:
     def _events(self, event_type: str) -> list[tuple[str, dict]]:
         out = []
         for rid, res in self.of_type("AWS::Serverless::Function").items():
+            if "InlineCode" in res.get("Properties", {}):
+                continue
             for event in (res.get("Properties", {}).get("Events") or {}).values():
                 if event.get("Type") == event_type:
                     out.append((rid, event.get("Properties", {})))
@@ -180,6 +194,9 @@ class Template:
             authorizer = event_auth.get("Authorizer", api_auth.get("DefaultAuthorizer"))
             if authorizer == "NONE":
                 authorizer = None
+            # Scopes may be conditional (!If on the identity provider); decide them with the defaults.
+            required = tuple(str(s) for s in self._static(event_auth.get("AuthorizationScopes") or []))
+            own_pool = authorizer is not None and self._trusts_own_user_pool(api_id, authorizer)
             routes.append(
                 HttpRoute(
                     function_id=function_id,
@@ -187,10 +204,20 @@ class Template:
                     method=str(props.get("Method", "ANY")).upper(),
                     path=str(props.get("Path", "$default")),
                     authorizer=authorizer,
-                    scopes=tuple(event_auth.get("AuthorizationScopes") or ()),
+                    scopes=() if own_pool else required,
+                    required_scopes=required,
                 )
             )
         return routes
+
+    def _static(self, value: Any) -> Any:
+        """A value with its conditions decided and parameters resolved; a resource becomes `<logical id>`."""
+        return Resolver(self, lambda logical_id, attribute: f"<{logical_id}>", "us-east-1")(value)
+
+    def _trusts_own_user_pool(self, api_id: str, authorizer: str) -> bool:
+        spec = self.jwt_authorizers(api_id).get(authorizer)
+        issuer = str(self._static(spec.issuer)) if spec else ""
+        return any(f"<{pool}>" in issuer for pool in self.of_type("AWS::Cognito::UserPool"))
 
     def http_api_auth(self, api_id: str) -> dict:
         """The Auth block of an AWS::Serverless::HttpApi (Globals.HttpApi merged in)."""
