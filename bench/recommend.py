@@ -6,7 +6,13 @@ POST /v1/recommendations/rank with 100 and 500 candidates and GET /v1/interests,
 user with a full 50-item history; and the cold init (import + model load, then the first
 request) in fresh processes. Prints a table and writes bench/results/recommend.json.
 
-Run: make bench (or PYTHONPATH=layers/core:. python bench/recommend.py)
+With --lambda-like the cold init is measured as Lambda starts the function instead: python3.12, and on
+sys.path only the function and the layers as `sam build` wrote them (both layers merged into one
+read-only `opt/python`, the model at `opt/model`) plus boto3/botocore, which the Lambda runtime
+provides; nothing writes bytecode, as on Lambda's read-only /opt. Writes
+bench/results/recommend-lambda-like.json.
+
+Run: make bench (or PYTHONPATH=layers/core:. python bench/recommend.py [--lambda-like], after make build)
 """
 
 from __future__ import annotations
@@ -17,14 +23,18 @@ import io
 import json
 import os
 import platform
+import shutil
+import stat
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "recommend.json"
+LAMBDA_LIKE_RESULTS = REPO / "bench" / "results" / "recommend-lambda-like.json"
 TARGET_P99_MS = 15.0
 TARGET_COLD_INIT_MS = 400.0
 
@@ -112,7 +122,15 @@ def stub_store():
     catalog = Catalog.load(os.environ["MODEL_DIR"])
     items = catalog.item_ids[100:150]
     recent = [Interaction(i, "rating", 1_795_800_000_000 + n, f"e{n}", 4.0) for n, i in enumerate(items)]
-    state = UserState("bench-user", version=1, recent=recent, seen_items=list(items))
+    try:
+        state = UserState("bench-user", version=1, recent=recent, seen_items=list(items))
+    except TypeError:  # the state keeps the seen set as 32-bit item keys
+        import numpy as np
+
+        from rtrec.state import item_key
+
+        seen = np.array([item_key(i) for i in items], dtype="<u4")
+        state = UserState("bench-user", version=1, recent=recent, seen=seen)
 
     class StubStore:
         def get(self, user_id: str, consistent: bool = True) -> UserState:
@@ -208,6 +226,202 @@ def cold_init(runs: int, runtime_dir: Path | None) -> dict:
     }
 
 
+# Runs as Lambda's bootstrap would: `-I -S -B` (no site, no environment-driven path, no bytecode
+# writes), sys.path set like the python3.12 runtime's (task root, /opt/python, stdlib, the runtime's
+# boto3), then the handler module imported by name. The bench helpers load only after the timed part.
+LAMBDA_LIKE_SCRIPT = """
+import sys, time
+started_wall, started, started_cpu = time.time(), time.perf_counter(), time.process_time()
+task, opt_python, boto, repo = sys.argv[1:5]
+sys.path[:0] = [task, opt_python]
+sys.path.append(boto)
+import app
+imported, imported_cpu = time.perf_counter(), time.process_time()
+import contextlib, io, json
+sys.path.append(repo)
+from bench.recommend import _Context, request, stub_store
+app.user_states = stub_store()
+app.logger.registered_handler.setStream(open("/dev/null", "w"))
+with contextlib.redirect_stdout(io.StringIO()):
+    first_started = time.perf_counter()
+    response = app.lambda_handler(request("GET", "/v1/recommendations", {"k": "10"}), _Context())
+    first = time.perf_counter()
+assert response["statusCode"] == 200, response
+origins = {name: getattr(sys.modules.get(name), "__file__", None) or "" for name in
+           ("numpy", "ai_edge_litert", "aws_lambda_powertools", "rtrec", "boto3", "botocore")}
+print(json.dumps({
+    "started_wall": started_wall,
+    "init_ms": (imported - started) * 1000,
+    "init_cpu_ms": (imported_cpu - started_cpu) * 1000,
+    "first_request_ms": (first - first_started) * 1000,
+    "degraded": json.loads(response["body"])["degraded"],
+    "python": sys.version.split()[0],
+    "numpy": sys.modules["numpy"].__version__,
+    "origins": origins,
+    "modules": len(sys.modules),
+}))
+"""
+
+
+def find_python312() -> str | None:
+    """python3.12 as the Makefile finds it: $PYTHON312, then PATH (if it really runs 3.12), then pyenv."""
+    candidates = [os.environ.get("PYTHON312") or "", "python3.12"]
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.12*/bin/python3.12"))
+    for candidate in filter(None, candidates):
+        try:
+            out = subprocess.run(
+                [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except OSError:
+            continue
+        if out.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+def lambda_like_site(build_dir: Path, root: Path, bytecode: bool) -> dict[str, Path]:
+    """A read-only copy of what Lambda mounts: /var/task, /opt/python (both layers merged), /opt/model."""
+    layers = [build_dir / "DependencyLayer" / "python", build_dir / "CoreLayer" / "python"]
+    task = build_dir / "RecommendFunction"
+    # ModelLayer has no build method: sam build leaves it out and sam deploy zips layers/model as is.
+    model = build_dir / "ModelLayer" / "model"
+    if not model.is_dir():
+        model = REPO / "layers" / "model" / "model"
+    for path in [*layers, task / "app.py", model]:
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run `make build` first")
+    site = {"task": root / "task", "opt_python": root / "opt" / "python", "model": root / "opt" / "model"}
+    shutil.copytree(task, site["task"])
+    for layer in layers:
+        shutil.copytree(layer, site["opt_python"], dirs_exist_ok=True)
+    shutil.copytree(model, site["model"])
+    if not bytecode:
+        for cache in list(root.rglob("__pycache__")):
+            shutil.rmtree(cache)
+    # Read-only as /opt and /var/task are (this does not stop root; -B and the count below do).
+    for path in root.rglob("*"):
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    return site
+
+
+def count_bytecode(root: Path) -> int:
+    return sum(1 for _ in root.rglob("*.pyc"))
+
+
+def lambda_like_cold_init(
+    runs: int, python: str, build_dir: Path, boto_dir: Path, bytecode: bool = True
+) -> dict:
+    """Median over fresh python3.12 processes of the handler module's import (the init Lambda bills and
+    the caller waits for) and of the first request, on a copy of the built site."""
+    if not (boto_dir / "boto3").is_dir():
+        raise SystemExit(f"{boto_dir} has no boto3: `make bench` installs it from requirements/runtime.lock")
+    root = Path(tempfile.mkdtemp(prefix="rtrec-lambda-like-"))
+    try:
+        site = lambda_like_site(build_dir, root, bytecode)
+        pyc_before = count_bytecode(root)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+            **ENVIRONMENT,
+            **LAMBDA_ENVIRONMENT,
+            "MODEL_DIR": str(site["model"]),
+            "LAMBDA_TASK_ROOT": str(site["task"]),
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        }
+        env.pop("POWERTOOLS_TRACE_DISABLED")
+        command = [
+            python, "-I", "-S", "-B", "-c", LAMBDA_LIKE_SCRIPT,
+            str(site["task"]), str(site["opt_python"]), str(boto_dir), str(REPO),
+        ]  # fmt: skip
+        samples = []
+        for _ in range(runs):
+            spawned = time.time()
+            out = subprocess.run(command, env=env, cwd=site["task"], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"lambda-like cold start failed:\n{out.stderr[-3000:]}")
+            sample = json.loads(out.stdout.strip().splitlines()[-1])
+            sample["interpreter_start_ms"] = (sample["started_wall"] - spawned) * 1000
+            samples.append(sample)
+        written = count_bytecode(root) - pyc_before
+        assert written == 0, f"{written} .pyc files were written: the measurement was not read-only"
+    finally:
+        for path in root.rglob("*"):
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+        shutil.rmtree(root)
+    assert not any(s["degraded"] for s in samples), "cold init must load the model"
+    for module, origin in samples[0]["origins"].items():
+        expected = boto_dir if module in ("boto3", "botocore") else root
+        assert origin.startswith(str(expected)), f"{module} came from {origin}, not the Lambda-like site"
+
+    def median(key: str) -> float:
+        return round(statistics.median(s[key] for s in samples), 1)
+
+    return {
+        "site": f"{build_dir.relative_to(REPO) if build_dir.is_relative_to(REPO) else build_dir} "
+        f"({'with' if bytecode else 'without'} layer bytecode) + {boto_dir.name}",
+        "bytecode": bytecode,
+        "layer_pyc_files": pyc_before,
+        "python": samples[0]["python"],
+        "numpy": samples[0]["numpy"],
+        "modules_loaded": samples[0]["modules"],
+        "init_median_ms": median("init_ms"),
+        "init_min_ms": round(min(s["init_ms"] for s in samples), 1),
+        "init_max_ms": round(max(s["init_ms"] for s in samples), 1),
+        "init_cpu_median_ms": median("init_cpu_ms"),
+        "interpreter_start_median_ms": median("interpreter_start_ms"),
+        "first_request_median_ms": median("first_request_ms"),
+        "runs": runs,
+        "samples_init_ms": [round(s["init_ms"], 1) for s in samples],
+    }
+
+
+def lambda_like_main(args: argparse.Namespace) -> None:
+    python = args.python or find_python312()
+    if not python:
+        raise SystemExit("--lambda-like needs python3.12 (Lambda's interpreter): pass --python or PYTHON312")
+    load_before = os.getloadavg()[0]
+    variants = [lambda_like_cold_init(args.cold_runs, python, args.build_dir, args.boto_dir, bytecode=True)]
+    if args.compare_without_bytecode:
+        variants.append(
+            lambda_like_cold_init(args.cold_runs, python, args.build_dir, args.boto_dir, bytecode=False)
+        )
+    shipped = variants[0]
+    report = {
+        "machine": {
+            "python": shipped["python"],
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        },
+        "target_cold_init_ms": TARGET_COLD_INIT_MS,
+        "cold_init": variants,
+        "meets_target": shipped["init_median_ms"] <= TARGET_COLD_INIT_MS,
+    }
+    LAMBDA_LIKE_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    LAMBDA_LIKE_RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"recommend cold start, Lambda-like (python {shipped['python']}, numpy {shipped['numpy']}, "
+        f"read-only site, tracing on); load average {report['machine']['load_average_1m']}"
+    )
+    print(
+        "| site | runs | init median ms | min | max | init CPU ms | first request ms | interpreter start ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for v in variants:
+        print(
+            f"| {v['site']} | {v['runs']} | {v['init_median_ms']:.0f} | {v['init_min_ms']:.0f} "
+            f"| {v['init_max_ms']:.0f} | {v['init_cpu_median_ms']:.0f} | {v['first_request_median_ms']:.1f} "
+            f"| {v['interpreter_start_median_ms']:.0f} |"
+        )
+    print(
+        f"target: init median ≤ {TARGET_COLD_INIT_MS:g} ms -> met: {report['meets_target']}  "
+        f"-> {LAMBDA_LIKE_RESULTS.relative_to(REPO)}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=1000)
@@ -217,9 +431,30 @@ def main() -> None:
         type=Path,
         help="pip --target dir of requirements/runtime.txt (+ boto3) to time cold init without the dev venv",
     )
+    parser.add_argument(
+        "--lambda-like",
+        action="store_true",
+        help="only the cold init, as Lambda starts it: python3.12, the `sam build` layers (read-only), boto3",
+    )
+    parser.add_argument("--build-dir", type=Path, default=REPO / ".aws-sam" / "build")
+    parser.add_argument(
+        "--boto-dir",
+        type=Path,
+        default=REPO / ".cache" / "lambda-boto3",
+        help="pip --target dir of boto3/botocore and their dependencies (what the Lambda runtime provides)",
+    )
+    parser.add_argument("--python", help="python3.12 for --lambda-like (default: $PYTHON312, PATH, pyenv)")
+    parser.add_argument(
+        "--compare-without-bytecode",
+        action="store_true",
+        help="--lambda-like: also time the same site with the layers' __pycache__ removed",
+    )
     args = parser.parse_args()
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    if args.lambda_like:
+        lambda_like_main(args)
+        return
 
     load_before = os.getloadavg()[0]
     hot = hot_path(args.iterations)

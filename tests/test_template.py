@@ -369,9 +369,11 @@ def test_layers_are_built_for_python312_with_cross_platform_pip():
         "--only-binary=:all:",
     ):
         assert flag in deps_makefile
-    # sam build may copy the layer folder elsewhere, so it carries its own copy of the requirements.
-    assert (REPO_ROOT / "layers/deps/requirements.txt").read_text() == (
-        REPO_ROOT / "requirements/runtime.txt"
+    # The layer is installed from the lock (exact versions, hashes checked) that test-312 tests; sam build
+    # may copy the layer folder elsewhere, so it carries its own copy of the lock.
+    assert "--require-hashes" in deps_makefile
+    assert (REPO_ROOT / "layers/deps/runtime.lock").read_text() == (
+        REPO_ROOT / "requirements/runtime.lock"
     ).read_text()
     assert resources["ModelLayer"]["Properties"]["ContentUri"] == "layers/model"  # -> /opt/model
 
