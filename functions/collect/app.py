@@ -1,80 +1,78 @@
 """POST /v1/events: validate a client's events and write the valid ones to Kinesis.
 
-The user is the JWT ``sub`` claim (API Gateway's JWT authorizer has verified
-the token); a body never chooses the user.
+Thin handler: parse (``rtrec.http``), validate each event (``rtrec.events``), write
+(``rtrec.stores.event_stream``), shape the 202. The user is the JWT ``sub`` claim (API Gateway's
+JWT authorizer has verified the token); a body never chooses the user.
+
+Status codes: 202 when the request was understood, listing every event that was not stored and
+why ("retry this event" for those Kinesis did not take); 503 only when nothing was written and
+every event can be retried; 4xx for a request that can never succeed.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response, content_types
-from aws_lambda_powertools.event_handler.exceptions import BadRequestError, ServiceError, UnauthorizedError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import BotoCoreError, ClientError
 
 from rtrec.events import MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST, InvalidEvent, validate_client_event
+from rtrec.http import NO_STORE, RequestError, caller_id, claims_of, install_error_handlers, json_body
+from rtrec.settings import CollectSettings
+from rtrec.stores.clients import aws_client
+from rtrec.stores.errors import StoreUnavailable
 from rtrec.stores.event_stream import EventStream, StreamRecord
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 
-_origins = [o.strip() for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip()]
-cors = (
-    CORSConfig(
+settings = CollectSettings.from_env()
+event_stream = EventStream(aws_client("kinesis", settings.kinesis), settings.stream_name)
+_origins = settings.allowed_origins
+app = APIGatewayHttpResolver(
+    cors=CORSConfig(
         allow_origin=_origins[0],
-        extra_origins=_origins[1:],
+        extra_origins=list(_origins[1:]),
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
     if _origins
     else None
 )
-app = APIGatewayHttpResolver(cors=cors)
-
-# Created on first use and reused by the container; tests replace it.
-event_stream: EventStream | None = None
-
-
-def _stream() -> EventStream:
-    global event_stream
-    if event_stream is None:
-        event_stream = EventStream.from_env()
-    return event_stream
-
-
-def _user_id() -> str:
-    authorizer = app.current_event.request_context.authorizer
-    claims = authorizer.jwt_claim if authorizer is not None else None
-    user_id = (claims or {}).get("sub")
-    if not isinstance(user_id, str) or not user_id:
-        raise UnauthorizedError("a valid token with a 'sub' claim is required")
-    return user_id
+install_error_handlers(app, logger)
+# Kinesis codes that mean "this record, later": the client is told to send the event again.
+RETRY_AFTER = {"Retry-After": "1"}
+_RETRYABLE_CODES = {"ProvisionedThroughputExceededException", "InternalFailure", "ServiceUnavailable"}
 
 
 def _events_from_body() -> list[Any]:
-    raw = app.current_event.decoded_body or ""
-    size = len(raw.encode("utf-8")) if isinstance(raw, str) else len(raw)
-    if size > MAX_BODY_BYTES:
-        raise ServiceError(413, f"body is {size} bytes; the limit is {MAX_BODY_BYTES}")
-    if not raw:
-        raise BadRequestError('body is required: {"events": [...]}')
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BadRequestError(f"body is not valid JSON: {error}") from None
+    event = app.current_event
+    body = json_body(
+        event.headers,
+        event.body,
+        event.is_base64_encoded,
+        MAX_BODY_BYTES,
+        'a JSON object like {"events": [...]}',
+    )
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-        raise BadRequestError('body must be an object with an "events" array')
+        raise RequestError(400, "invalid request", ['body: must be an object with an "events" array'])
+    extra = sorted(set(body) - {"events"})
+    if extra:
+        raise RequestError(
+            400, "invalid request", [f"body.{name[:40]!r}: unknown field" for name in extra[:10]]
+        )
     events = body["events"]
     if not 1 <= len(events) <= MAX_EVENTS_PER_REQUEST:
-        raise BadRequestError(f'"events" must hold 1 to {MAX_EVENTS_PER_REQUEST} events, not {len(events)}')
+        raise RequestError(
+            400,
+            "invalid request",
+            [f"body.events: must hold 1 to {MAX_EVENTS_PER_REQUEST} events, not {len(events)}"],
+        )
     return events
 
 
@@ -82,9 +80,9 @@ def _events_from_body() -> list[Any]:
 @tracer.capture_method
 def post_events() -> Response:
     try:
-        user_id = _user_id()
+        user_id = caller_id(claims_of(app.current_event))
         raw_events = _events_from_body()
-    except (UnauthorizedError, BadRequestError, ServiceError):
+    except RequestError:
         metrics.add_metric(name="RequestsRejected", unit=MetricUnit.Count, value=1)
         raise
     now_ms = int(time.time() * 1000)
@@ -109,12 +107,25 @@ def post_events() -> Response:
     accepted = 0
     if records:
         try:
-            outcome = _stream().put(records)
-        except (ClientError, BotoCoreError) as error:
-            logger.exception("PutRecords failed", extra={"records": len(records)})
+            outcome = event_stream.put(records)
+        except StoreUnavailable as error:
+            logger.warning(
+                "PutRecords failed; nothing written", extra={"records": len(records), "error": str(error)}
+            )
             metrics.add_metric(name="StreamUnavailable", unit=MetricUnit.Count, value=1)
-            raise ServiceError(503, "the event stream is unavailable; retry later") from error
+            raise RequestError(
+                503,
+                "the event stream is unavailable; nothing was stored, retry the request",
+                headers=RETRY_AFTER,
+            ) from error
         accepted = len(outcome.written)
+        if not accepted and all(code in _RETRYABLE_CODES for code in outcome.failed.values()):
+            metrics.add_metric(name="StreamUnavailable", unit=MetricUnit.Count, value=1)
+            raise RequestError(
+                503,
+                "the event stream is throttled; nothing was stored, retry the request",
+                headers=RETRY_AFTER,
+            )
         for position, code in outcome.failed.items():
             rejected[indices[position]] = f"not stored ({code}); retry this event"
 
@@ -125,6 +136,7 @@ def post_events() -> Response:
     return Response(
         status_code=202,
         content_type=content_types.APPLICATION_JSON,
+        headers=dict(NO_STORE),
         body={
             "accepted": accepted,
             "rejected": [{"index": i, "reason": rejected[i]} for i in sorted(rejected)],

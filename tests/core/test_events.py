@@ -94,7 +94,7 @@ def test_stream_record_round_trip():
     event = validate_client_event(
         client_event(type="rating", value=3.5, recommendation_id="r1", context={"k": "v"}), "u1", NOW
     )
-    assert parse_stream_record(event.to_bytes()) == event
+    assert parse_stream_record(event.to_bytes(), NOW) == event
     assert json.loads(event.to_bytes())["user_id"] == "u1"
 
 
@@ -102,7 +102,7 @@ def test_stream_record_round_trip():
     ("data", "message"),
     [
         (b"\xff\xfe", "not UTF-8"),
-        (b"{not json", "not JSON"),
+        (b"{not json", "not valid JSON"),
         (b"[1, 2]", "JSON object"),
         (b'{"event_id": "e", "item_id": "i", "type": "view", "ts": 1}', "user_id is required"),
         (b'{"user_id": "u", "event_id": "e", "item_id": "i", "type": "view", "ts": "soon"}', "ts must be"),
@@ -111,4 +111,4 @@ def test_stream_record_round_trip():
 )
 def test_poison_stream_records_are_recognised(data, message):
     with pytest.raises(InvalidEvent, match=message):
-        parse_stream_record(data)
+        parse_stream_record(data, NOW)

@@ -6,6 +6,7 @@ import json
 import random
 
 import boto3
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,12 +14,12 @@ from hypothesis import strategies as st
 from rtrec.events import Event
 from rtrec.features import EVENT_TYPES, Catalog, HistoryStep
 from rtrec.state import (
-    EVENT_ID_WINDOW,
     INTEREST_HALF_LIFE_MS,
     RECENT_LIMIT,
-    SEEN_LIMIT,
     UserState,
+    event_key,
     fold,
+    item_key,
 )
 from rtrec.stores.user_state import UserStateStore, VersionConflict
 
@@ -42,13 +43,13 @@ def test_first_fold_creates_version_one_with_every_field():
     assert state.version == 1
     assert [i.item_id for i in state.recent] == ["3", "9"]
     assert state.history() == [HistoryStep("3", "click", None), HistoryStep("9", "rating", 5.0)]
-    assert state.seen_items == ["3", "9"]
+    assert state.seen.tolist() == [item_key("3"), item_key("9")]
     assert state.counts == {"click": 1, "rating": 1}
     # A click (weight 2) on an Action+Sci-Fi item splits its weight; item 9 is unknown: no genre.
     assert state.interests == pytest.approx({"Action": 1.0, "Sci-Fi": 1.0})
     assert (state.last_event_at, state.last_event_id) == (NOW + 2, "e2")
     assert state.interests_at == NOW + 2
-    assert state.event_ids == ["e1", "e2"]
+    assert state.event_keys.tolist() == [event_key("e1"), event_key("e2")]
     assert state.updated_at == NOW
     assert state.expires_at > NOW // 1000
 
@@ -79,7 +80,7 @@ def test_late_event_never_moves_last_event_back_but_enters_history_in_time_order
     state = fold(state, "u1", [event(3, "2")], CATALOG, NOW).state
     assert (state.last_event_at, state.last_event_id) == (NOW + 5, "e5")
     assert [i.event_id for i in state.recent] == ["e3", "e5"]
-    assert state.seen_items == ["2", "1"]
+    assert state.has_seen(["1", "2", "3"]).tolist() == [True, True, False]
     assert state.interests_at == NOW + 5
 
 
@@ -116,13 +117,13 @@ def test_caps_keep_the_item_far_below_400_kb():
         ]
         state = fold(state, "u1", events, CATALOG, NOW).state
     assert len(state.recent) == RECENT_LIMIT
-    assert len(state.seen_items) == len(state.seen_at) == SEEN_LIMIT
-    assert len(state.event_ids) == EVENT_ID_WINDOW
+    assert len(state.seen) == 1200
+    assert len(state.event_keys) == len(state.event_applied_at) == 1200
     assert state.counts == {"rating": 1200}
     assert len(json.dumps(state.to_item(), default=str).encode()) < 100_000
     # the newest survive the caps
     assert state.recent[-1].ts == NOW + 11 * 1000 + 99
-    assert state.event_ids[-len(events) :] == [e.event_id for e in events]  # the window keeps the newest ids
+    assert state.event_keys[-len(events) :].tolist() == [event_key(e.event_id) for e in events]
     assert not fold(state, "u1", events[-1:], CATALOG, NOW).changed  # a recent redelivery is still caught
 
 
@@ -130,7 +131,7 @@ def test_caps_keep_the_item_far_below_400_kb():
 def store(request, user_state_table):
     """The store both ways: on a low-level client (the Lambdas) and on a Table resource (tests, replay)."""
     if request.param == "client":
-        return UserStateStore.from_env()
+        return UserStateStore.from_client(boto3.client("dynamodb"), user_state_table.name)
     return UserStateStore(user_state_table)
 
 
@@ -175,7 +176,8 @@ event_strategy = st.builds(
 def canonical(state: UserState) -> dict:
     item = state.to_item()
     # The de-duplication window remembers arrival order; only its content is order independent.
-    item["event_ids"] = sorted(item["event_ids"])
+    for name, dtype in (("event_keys", "<u8"), ("seen", "<u4")):
+        item[name] = sorted(np.frombuffer(item[name], dtype=dtype).tolist())
     item["interests"] = {k: round(float(v), 6) for k, v in item["interests"].items()}
     return item
 

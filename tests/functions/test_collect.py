@@ -11,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from functions.collect import app as collect
 from rtrec.events import parse_stream_record
@@ -75,7 +76,7 @@ def test_fixture_request_writes_valid_events_under_the_token_user(stream):
     assert "type must be one of" in body["rejected"][0]["reason"]
     records = stream_records(stream)
     assert [r["PartitionKey"] for r in records] == ["user-123", "user-123"]
-    events = [parse_stream_record(r["Data"]) for r in records]
+    events = [parse_stream_record(r["Data"], now_ms()) for r in records]
     assert [(e.user_id, e.event_id, e.type) for e in events] == [
         ("user-123", "evt-0001", "view"),
         ("user-123", "evt-0002", "rating"),
@@ -122,7 +123,7 @@ def test_missing_token_claims_get_401(stream, capsys):
     ("body", "message"),
     [
         ("{not json", "not valid JSON"),
-        ("", "body is required"),
+        ("", "body: required"),
         ("[]", '"events" array'),
         ({"events": "x"}, '"events" array'),
         ({"events": []}, "1 to 100"),
@@ -132,7 +133,7 @@ def test_missing_token_claims_get_401(stream, capsys):
 def test_malformed_bodies_get_400_with_a_reason(stream, body, message):
     status, response, _ = invoke(request(body))
     assert status == 400
-    assert message in response["message"]
+    assert message in " ".join([response["message"], *response["errors"]])
     assert stream_records(stream) == []
 
 
@@ -155,7 +156,7 @@ class FlakyKinesis:
             "FailedRecordCount": 0,
             "Records": [
                 {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"}
-                if flaky and parse_stream_record(record["Data"]).event_id in self.fail_event_ids
+                if flaky and parse_stream_record(record["Data"], now_ms()).event_id in self.fail_event_ids
                 else {"SequenceNumber": str(len(self.calls) * 100 + i), "ShardId": "shardId-0"}
                 for i, record in enumerate(Records)
             ],
@@ -176,7 +177,7 @@ def test_records_putrecords_reports_as_failed_are_retried_alone(monkeypatch):
     status, body, _ = invoke(request(three_events()))
     assert (status, body) == (202, {"accepted": 3, "rejected": []})
     assert len(kinesis.calls) == 2
-    assert [parse_stream_record(d).event_id for d in kinesis.calls[1]] == ["e1"]
+    assert [parse_stream_record(d, now_ms()).event_id for d in kinesis.calls[1]] == ["e1"]
 
 
 def test_records_that_keep_failing_are_reported_per_index(monkeypatch):
@@ -191,10 +192,21 @@ def test_records_that_keep_failing_are_reported_per_index(monkeypatch):
     assert [len(call) for call in kinesis.calls] == [3, 2, 2]
 
 
-def test_unavailable_stream_gets_503(aws, monkeypatch):
+def test_unavailable_stream_gets_503_with_retry_after(aws, monkeypatch):
+    class ThrottledKinesis:
+        def put_records(self, **kwargs):
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "PutRecords")
+
+    monkeypatch.setattr(collect, "event_stream", EventStream(ThrottledKinesis(), "s", sleep=lambda _: None))
+    status, body, headers = invoke(request(three_events()))
+    assert status == 503 and "retry" in body["message"] and body["errors"] == []
+    assert headers["Retry-After"] == "1"
+
+
+def test_a_missing_stream_is_a_server_error_not_a_retry_hint(aws, monkeypatch):
     monkeypatch.setattr(collect, "event_stream", EventStream(boto3.client("kinesis"), "no-such-stream"))
     status, body, _ = invoke(request(three_events()))
-    assert status == 503 and "retry" in body["message"]
+    assert status == 500 and body == {"message": "internal error", "errors": []}
 
 
 def test_cors_headers_only_for_allowed_origins(stream):

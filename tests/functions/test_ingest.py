@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import boto3
 import pytest
@@ -13,23 +11,18 @@ from botocore.exceptions import ClientError
 
 from functions.ingest import app as ingest
 from rtrec.features import Catalog
+from rtrec.ingest import BatchIngestor, kinesis_records
+from rtrec.state import event_key
 from rtrec.stores.dead_letters import DeadLetterQueue
+from rtrec.stores.errors import classify
 from rtrec.stores.user_state import UserStateStore, VersionConflict
+from tests.builders import EVENTS_DIR, FakeContext, event_record, fixture, kinesis_record, sequence_numbers
 
-EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
-BATCH = json.loads((EVENTS_DIR / "kinesis-batch.json").read_text())
+BATCH = fixture("kinesis-batch.json")
 NOW = 1_795_809_610_000
 CATALOG = Catalog(
     item_ids=["1", "50", "181"], genre_ids=[[3, 4, 5], [1, 2, 15], [1, 2, 14]], popularity=[1, 2, 3]
 )
-
-
-@dataclass
-class FakeContext:
-    function_name: str = "IngestFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:IngestFunction"
-    aws_request_id: str = "req-1"
 
 
 class CountingStore(UserStateStore):
@@ -44,7 +37,8 @@ class CountingStore(UserStateStore):
     def put(self, state):
         self.puts.append(state.user_id)
         if state.user_id in self.fail_users:
-            raise ClientError({"Error": {"Code": self.error_code, "Message": "try later"}}, "PutItem")
+            error = ClientError({"Error": {"Code": self.error_code, "Message": "try later"}}, "PutItem")
+            raise classify(error, "PutItem")
         super().put(state)
 
 
@@ -52,55 +46,42 @@ class CountingStore(UserStateStore):
 def env(user_state_table, monkeypatch):
     sqs = boto3.client("sqs")
     queue_url = sqs.create_queue(QueueName="test-dlq")["QueueUrl"]
-    store = CountingStore(user_state_table)
-    deps = ingest.Dependencies(
-        store=store,
-        dead_letters=DeadLetterQueue(sqs, queue_url),
+    ingestor = BatchIngestor(
+        store=CountingStore(user_state_table),
+        dead_letters=DeadLetterQueue(sqs, queue_url, sleep=lambda _: None),
         catalog=CATALOG,
         sleep=lambda _: None,
         clock_ms=lambda: NOW,
     )
-    monkeypatch.setattr(ingest, "deps", deps)
-    deps.sqs, deps.queue_url = sqs, queue_url
-    return deps
+    monkeypatch.setattr(ingest, "ingestor", ingestor)
+    ingestor.sqs, ingestor.queue_url = sqs, queue_url
+    return ingestor
 
 
-def run(records) -> list[str]:
-    response = ingest.lambda_handler({"Records": records}, FakeContext())
+def run(records, remaining_ms: int = 60_000) -> list[str]:
+    response = ingest.lambda_handler({"Records": records}, FakeContext("IngestFunction", remaining_ms=remaining_ms))
     return [f["itemIdentifier"] for f in response["batchItemFailures"]]
 
 
 def dead_letters(env) -> list[dict]:
-    messages = env.sqs.receive_message(QueueUrl=env.queue_url, MaxNumberOfMessages=10)
-    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
-
-
-_sequence = iter(range(10**6, 10**7))
+    letters = []
+    while True:
+        messages = env.sqs.receive_message(QueueUrl=env.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return letters
+        letters += [json.loads(m["Body"]) for m in messages]
+        env.sqs.delete_message_batch(
+            QueueUrl=env.queue_url,
+            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)],
+        )
 
 
 def record(user, event_id, item="50", kind="view", ts=NOW - 1000, partition_key=None, **extra) -> dict:
-    payload = {"user_id": user, "event_id": event_id, "item_id": item, "type": kind, "ts": ts, **extra}
-    return raw_record(partition_key or user, json.dumps(payload).encode())
+    return event_record(user, event_id, ts, item, kind, partition_key=partition_key or user, **extra)
 
 
 def raw_record(partition_key, data: bytes | str) -> dict:
-    encoded = data if isinstance(data, str) else base64.b64encode(data).decode()
-    sequence_number = f"4965700000000000000000{next(_sequence)}"
-    return {
-        "kinesis": {
-            "partitionKey": partition_key,
-            "sequenceNumber": sequence_number,
-            "data": encoded,
-            "approximateArrivalTimestamp": NOW / 1000,
-        },
-        "eventSource": "aws:kinesis",
-        "eventID": f"shardId-000000000000:{sequence_number}",
-        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/test-events",
-    }
-
-
-def sequence_numbers(records) -> list[str]:
-    return [r["kinesis"]["sequenceNumber"] for r in records]
+    return kinesis_record(partition_key, data)
 
 
 def test_fixture_batch_applies_valid_events_and_dead_letters_poison(env, capsys):
@@ -121,7 +102,7 @@ def test_fixture_batch_applies_valid_events_and_dead_letters_poison(env, capsys)
     reasons = sorted(letter["reason"] for letter in letters)
     assert len(reasons) == 3
     assert any("base64" in r for r in reasons)
-    assert any("not JSON" in r for r in reasons)
+    assert any("not valid JSON" in r for r in reasons)
     assert any("type must be one of" in r for r in reasons)
     assert {letter["partition_key"] for letter in letters} == {"user-456", "user-789"}
 
@@ -164,7 +145,7 @@ def test_records_are_applied_in_stream_order_per_user(env):
     # Same timestamp: the recent list orders by (ts, event_id); the dedup window keeps arrival order.
     records = [record("u1", eid, ts=NOW - 1) for eid in ["c", "a", "b"]]
     assert run(records) == []
-    assert env.store.get("u1").event_ids == ["c", "a", "b"]
+    assert env.store.get("u1").event_keys.tolist() == [event_key(e) for e in ["c", "a", "b"]]
 
 
 def test_transient_failure_reports_only_that_users_records(env):
@@ -200,15 +181,12 @@ def test_optimistic_lock_conflict_rereads_and_merges(env, user_state_table):
     def put_after_a_concurrent_writer(state):
         calls.append(state.version)
         if len(calls) == 1:  # another container writes between our read and our write
-            ingest.process_batch(
-                concurrent,
-                ingest.Dependencies(
-                    store=UserStateStore.from_env(),
-                    dead_letters=env.dead_letters,
-                    catalog=CATALOG,
-                    clock_ms=lambda: NOW,
-                ),
-            )
+            BatchIngestor(
+                UserStateStore.from_client(boto3.client("dynamodb"), user_state_table.name),
+                env.dead_letters,
+                CATALOG,
+                clock_ms=lambda: NOW,
+            ).process(kinesis_records({"Records": concurrent}))
         real_put(state)
 
     env.store.put = put_after_a_concurrent_writer
@@ -283,7 +261,7 @@ def test_what_collect_writes_is_what_ingest_applies(env, monkeypatch):
     kinesis.get_waiter("stream_exists").wait(StreamName="e2e")
     monkeypatch.setattr(collect, "event_stream", EventStream(kinesis, "e2e"))
     request = json.loads((EVENTS_DIR / "http-post-events.json").read_text())
-    response = collect.lambda_handler(request, FakeContext(function_name="CollectFunction"))
+    response = collect.lambda_handler(request, FakeContext("CollectFunction"))
     assert json.loads(response["body"])["accepted"] == 2
 
     shard = kinesis.describe_stream(StreamName="e2e")["StreamDescription"]["Shards"][0]["ShardId"]

@@ -20,6 +20,10 @@ from rtrec.features import EVENT_TYPES
 MAX_EVENTS_PER_REQUEST = 100
 MAX_BODY_BYTES = 64 * 1024
 MAX_ID_LENGTH = 64
+# The user id is the token's subject and the stream's partition key. Kinesis takes partition keys of
+# up to 256 characters; 128 leaves room for identity providers whose subjects are long (Auth0's
+# "provider|id", Entra's 43-character pairwise ids) while keeping the state item's key small.
+MAX_USER_ID_LENGTH = 128
 MAX_CONTEXT_ENTRIES = 10
 MAX_CONTEXT_KEY_LENGTH = 32
 MAX_CONTEXT_VALUE_LENGTH = 128
@@ -29,7 +33,19 @@ MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
 # Offline clients upload late, so old events are accepted (they arrive already
 # decayed); only timestamps before this are treated as a client bug.
 MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_TIMESTAMP_TEXT = 64
 MIN_RATING, MAX_RATING = 0.0, 5.0
+# What `value` may be, per event type. Everything the API accepts must be storable by ingest, so the
+# ranges sit well inside DynamoDB's number range (|x| < 1e126, 38 significant digits). Non-rating
+# values are a quantity, a price or a dwell time: non-negative and bounded.
+MAX_EVENT_VALUE = 1e9
+VALUE_RANGES: dict[str, tuple[float, float]] = {
+    event_type: ((MIN_RATING, MAX_RATING) if event_type == "rating" else (0.0, MAX_EVENT_VALUE))
+    for event_type in EVENT_TYPES
+}
+# Values closer to zero than this are stored as zero: DynamoDB refuses magnitudes below 1e-130, and
+# no quantity, price or rating is meaningful at this scale.
+VALUE_RESOLUTION = 1e-9
 
 _CLIENT_FIELDS = frozenset(
     {"event_id", "item_id", "type", "timestamp", "value", "session_id", "recommendation_id", "context"}
@@ -91,7 +107,9 @@ def parse_timestamp(raw: Any) -> int:
         return int(raw)
     if isinstance(raw, str):
         text = raw.strip()
-        if text.isdigit():
+        if len(text) > MAX_TIMESTAMP_TEXT:
+            raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds")
+        if text.isascii() and text.isdigit():
             return parse_timestamp(int(text))
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -99,8 +117,48 @@ def parse_timestamp(raw: Any) -> int:
             raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds") from None
         if parsed.tzinfo is None:
             raise InvalidEvent("ISO-8601 timestamp needs a time zone (e.g. 'Z')")
-        return round(parsed.timestamp() * 1000)
+        try:
+            return round(parsed.timestamp() * 1000)
+        except (ValueError, OverflowError):  # a date at the edge of what datetime holds, after its offset
+            raise InvalidEvent("timestamp is outside the accepted window") from None
     raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds")
+
+
+def check_timestamp_window(ts: int, now_ms: int) -> int:
+    """``ts`` when it lies in the accepted window: from MIN_TIMESTAMP_MS to now plus the clock skew.
+
+    Collect checks it against its clock; ingest checks it again against its own, which is later, so
+    every event collect accepted passes, and a record from another producer gets the same rule.
+    """
+    if ts > now_ms + MAX_CLOCK_SKEW_MS:
+        raise InvalidEvent("timestamp is in the future")
+    if ts < MIN_TIMESTAMP_MS:
+        raise InvalidEvent("timestamp is before 2000-01-01")
+    return ts
+
+
+def check_text(value: Any, name: str, max_length: int) -> str:
+    """A non-empty string of at most ``max_length`` characters, printable and encodable as UTF-8.
+
+    Lone surrogates (valid in JSON's escapes, invalid in UTF-8) would fail later when the record is
+    encoded for Kinesis or DynamoDB, so they are refused here, where the caller still gets a reason.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEvent(f"{name} must be a non-empty string")
+    if len(value) > max_length:
+        raise InvalidEvent(f"{name} must be at most {max_length} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidEvent(f"{name} must not contain control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent(f"{name} must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def validate_user_id(value: Any) -> str:
+    """The user id (a token's ``sub``, a record's ``user_id``) under the rules both sides apply."""
+    return check_text(value, "user_id", MAX_USER_ID_LENGTH)
 
 
 def _identifier(raw: dict, name: str, required: bool = True) -> str | None:
@@ -109,13 +167,7 @@ def _identifier(raw: dict, name: str, required: bool = True) -> str | None:
         if required:
             raise InvalidEvent(f"{name} is required")
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidEvent(f"{name} must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidEvent(f"{name} must be at most {MAX_ID_LENGTH} characters")
-    if any(ord(ch) < 32 for ch in value):
-        raise InvalidEvent(f"{name} must not contain control characters")
-    return value
+    return check_text(value, name, MAX_ID_LENGTH)
 
 
 def _event_type(raw: dict) -> str:
@@ -131,11 +183,20 @@ def _value(raw: dict, event_type: str) -> float | None:
     value = raw.get("value")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEvent("value must be a number")
-    if event_type == "rating" and not MIN_RATING <= value <= MAX_RATING:
-        raise InvalidEvent(f"a rating value must be between {MIN_RATING:g} and {MAX_RATING:g}")
-    return float(value)
+    low, high = VALUE_RANGES[event_type]
+    # Compared before any float conversion: an integer with hundreds of digits overflows a float.
+    if not (isinstance(value, int) or math.isfinite(value)) or not low <= value <= high:
+        raise InvalidEvent(f"a {event_type} value must be between {low:g} and {high:g}")
+    return storable_value(float(value))
+
+
+def storable_value(value: float) -> float:
+    """``value`` as ingest stores it: ten significant digits, magnitudes below VALUE_RESOLUTION as 0."""
+    if abs(value) < VALUE_RESOLUTION:
+        return 0.0
+    return float(format(value, ".10g"))
 
 
 def _context(raw: dict) -> dict[str, str]:
@@ -149,11 +210,13 @@ def _context(raw: dict) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(item, str):
             raise InvalidEvent("context values must be strings (a flat map)")
-        if len(key) > MAX_CONTEXT_KEY_LENGTH or len(item) > MAX_CONTEXT_VALUE_LENGTH:
-            raise InvalidEvent(
-                f"context keys are at most {MAX_CONTEXT_KEY_LENGTH} and values "
-                f"at most {MAX_CONTEXT_VALUE_LENGTH} characters"
-            )
+        check_text(key, "a context key", MAX_CONTEXT_KEY_LENGTH)
+        if len(item) > MAX_CONTEXT_VALUE_LENGTH:
+            raise InvalidEvent(f"context values are at most {MAX_CONTEXT_VALUE_LENGTH} characters")
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEvent("context values must be valid Unicode (no lone surrogates)") from None
     return dict(value)
 
 
@@ -182,6 +245,7 @@ def _with_optional_fields(
 
 def validate_client_event(raw: Any, user_id: str, now_ms: int) -> Event:
     """Validate one event as posted by a client; the user comes from the token, never the body."""
+    validate_user_id(user_id)
     if not isinstance(raw, dict):
         raise InvalidEvent("an event must be a JSON object")
     if "user_id" in raw:
@@ -192,34 +256,54 @@ def validate_client_event(raw: Any, user_id: str, now_ms: int) -> Event:
     event_type = _event_type(raw)
     if "timestamp" not in raw:
         raise InvalidEvent("timestamp is required")
-    ts = parse_timestamp(raw["timestamp"])
-    if ts > now_ms + MAX_CLOCK_SKEW_MS:
-        raise InvalidEvent("timestamp is in the future")
-    if ts < MIN_TIMESTAMP_MS:
-        raise InvalidEvent("timestamp is before 2000-01-01")
+    ts = check_timestamp_window(parse_timestamp(raw["timestamp"]), now_ms)
     return _with_optional_fields(raw, user_id, event_id, item_id, event_type, ts)
 
 
-def parse_stream_record(data: bytes) -> Event:
-    """Decode and validate one Kinesis record payload written by the collect function.
+def loads_strict(data: bytes | str) -> Any:
+    """JSON as the API and the stream accept it: UTF-8, no NaN or Infinity, bounded nesting and numbers.
 
-    Raises InvalidEvent for anything that is not a valid record (bad UTF-8, bad
-    JSON, schema violation): such a record can never succeed on retry.
+    Every way a payload can fail to decode becomes one ``InvalidEvent`` with the reason, so callers
+    never see a RecursionError (deep nesting) or a ValueError (an integer of thousands of digits).
     """
     try:
-        raw = json.loads(data.decode("utf-8"))
+        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+        return json.loads(text, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
-        raise InvalidEvent("record is not UTF-8") from None
+        raise InvalidEvent("not UTF-8 text") from None
     except json.JSONDecodeError as error:
-        raise InvalidEvent(f"record is not JSON: {error.msg}") from None
+        raise InvalidEvent(f"not valid JSON: {error.msg} at position {error.pos}") from None
+    except RecursionError:
+        raise InvalidEvent("not valid JSON: nested too deeply") from None
+    except ValueError as error:  # int() refuses numbers of more than sys.get_int_max_str_digits() digits
+        raise InvalidEvent(f"not valid JSON: {error}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_stream_record(data: bytes, now_ms: int) -> Event:
+    """Decode and validate one Kinesis record payload, with every rule the collect function applies.
+
+    Raises InvalidEvent for anything that is not a valid record (bad UTF-8, bad JSON, schema
+    violation, a timestamp outside the window at ``now_ms``): such a record can never succeed on retry.
+    """
+    try:
+        raw = loads_strict(data)
+    except InvalidEvent as error:
+        raise InvalidEvent(f"record is {error}") from None
     if not isinstance(raw, dict):
         raise InvalidEvent("record must be a JSON object")
     _reject_unknown(raw, _RECORD_FIELDS)
-    user_id = _identifier(raw, "user_id")
+    if raw.get("user_id") is None:
+        raise InvalidEvent("user_id is required")
+    user_id = validate_user_id(raw["user_id"])
     event_id = _identifier(raw, "event_id")
     item_id = _identifier(raw, "item_id")
     event_type = _event_type(raw)
     ts = raw.get("ts")
     if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
         raise InvalidEvent("ts must be epoch milliseconds (an integer)")
+    check_timestamp_window(ts, now_ms)
     return _with_optional_fields(raw, user_id, event_id, item_id, event_type, ts)

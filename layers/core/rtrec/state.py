@@ -18,21 +18,35 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 import math
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+import numpy as np
 
 from rtrec.events import Event
 from rtrec.features import GENRES, SEQUENCE_LENGTH, Catalog, HistoryStep
 
 RECENT_LIMIT = SEQUENCE_LENGTH
-SEEN_LIMIT = 500
-EVENT_ID_WINDOW = 200
 INTEREST_HALF_LIFE_MS = 7 * 24 * 3600 * 1000
 DEFAULT_TTL_SECONDS = 180 * 24 * 3600
+# Client re-sends (a lost 202, an SDK retry of PutRecords) carry the same event id under a new
+# sequence number; ids applied within this horizon are remembered, as 8-byte hashes.
+DEFAULT_DEDUPE_HORIZON_MS = 24 * 3600 * 1000
+# Bounds that keep the item far below DynamoDB's 400 KB: a user past them loses the oldest entries
+# (the horizon shrinks for that user, or the oldest seen items may come back).
+EVENT_LOG_CAPACITY = 8_000  # 12 bytes each
+SEEN_CAPACITY = 40_000  # 4 bytes each
+# Kinesis sequence numbers survive redelivery; one high-water mark per shard the user's key lived on.
+# Resharding adds shards, so only the most recently used marks are kept.
+SHARD_MARK_CAPACITY = 16
+# Scores smaller than this are stored as zero (dropped): decay over years would otherwise produce
+# magnitudes DynamoDB refuses (below 1e-130), and such a share says nothing next to a fresh event.
+SCORE_FLOOR = 1e-12
 
 # How much one event says about the user's taste. A skip counts but adds no
 # interest: negative scores would make the decayed sums hard to read as a profile.
@@ -54,8 +68,27 @@ def event_weight(event_type: str, value: float | None = None) -> float:
 
 
 def decay_factor(elapsed_ms: float) -> float:
-    """Multiplier for a score that aged ``elapsed_ms`` (half-life INTEREST_HALF_LIFE_MS)."""
-    return math.pow(2.0, -elapsed_ms / INTEREST_HALF_LIFE_MS)
+    """Multiplier for a score that aged ``elapsed_ms`` (half-life INTEREST_HALF_LIFE_MS); 0 on underflow."""
+    factor = math.pow(2.0, -max(0.0, elapsed_ms) / INTEREST_HALF_LIFE_MS)
+    return factor if factor >= SCORE_FLOOR else 0.0
+
+
+def item_key(item_id: str) -> int:
+    """The 32-bit key of an item in the seen set: small, stable across model versions."""
+    return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=4).digest(), "little")
+
+
+def event_key(event_id: str) -> int:
+    """The 64-bit key of an event id in the de-duplication log."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where a record sits in the stream: its shard and sequence number (kept across redeliveries)."""
+
+    shard_id: str
+    sequence_number: int
 
 
 @dataclass(frozen=True)
@@ -80,14 +113,18 @@ class UserState:
     user_id: str
     version: int = 0  # 0 = not stored yet
     recent: list[Interaction] = field(default_factory=list)
-    seen_items: list[str] = field(default_factory=list)
-    seen_at: list[int] = field(default_factory=list)  # parallel to seen_items: newest ts per item
+    # Keys (item_key) of every item the user interacted with, oldest first, at most SEEN_CAPACITY.
+    seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<u4"))
     interests: dict[str, float] = field(default_factory=dict)
     interests_at: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     last_event_at: int = 0
     last_event_id: str = ""
-    event_ids: list[str] = field(default_factory=list)
+    # De-duplication log: event_key of each applied event and when it was applied (epoch seconds).
+    event_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<u8"))
+    event_applied_at: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<u4"))
+    # Per-shard high-water marks: shard id -> (highest sequence number consumed, when, epoch seconds).
+    shard_marks: dict[str, tuple[int, int]] = field(default_factory=dict)
     updated_at: int = 0
     expires_at: int = 0
 
@@ -100,9 +137,14 @@ class UserState:
         factor = decay_factor(max(0, now_ms - self.interests_at))
         return {genre: score * factor for genre, score in self.interests.items()}
 
+    def has_seen(self, item_ids: list[str]) -> np.ndarray:
+        """Boolean per item id: did the user interact with it (ever, within SEEN_CAPACITY items)."""
+        keys = np.fromiter((item_key(i) for i in item_ids), dtype="<u4", count=len(item_ids))
+        return np.isin(keys, self.seen)
+
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> UserState:
-        """Build from a boto3 resource item (numbers arrive as Decimal)."""
+        """Build from a boto3 resource item (numbers arrive as Decimal, binaries as bytes or Binary)."""
         recent = [
             Interaction(
                 item_id=str(entry["item_id"]),
@@ -113,42 +155,63 @@ class UserState:
             )
             for entry in item.get("recent", [])
         ]
+        updated_at = int(item.get("updated_at", 0))
+        seen = _array(item.get("seen"), "<u4")
+        event_keys = _array(item.get("event_keys"), "<u8")
+        applied_at = _array(item.get("event_applied_at"), "<u4")
+        # Items written before the compact sets held lists of ids: read them into the new form.
+        if "seen_items" in item and not seen.size:
+            seen = np.fromiter((item_key(str(i)) for i in item["seen_items"]), dtype="<u4")
+        if "event_ids" in item and not event_keys.size:
+            event_keys = np.fromiter((event_key(str(e)) for e in item["event_ids"]), dtype="<u8")
+            applied_at = np.full(event_keys.size, updated_at // 1000, dtype="<u4")
         return cls(
             user_id=str(item["user_id"]),
             version=int(item.get("version", 0)),
             recent=recent,
-            seen_items=[str(i) for i in item.get("seen_items", [])],
-            seen_at=[int(t) for t in item.get("seen_at", [])],
+            seen=seen,
             interests={str(k): float(v) for k, v in item.get("interests", {}).items()},
             interests_at=int(item.get("interests_at", 0)),
             counts={str(k): int(v) for k, v in item.get("counts", {}).items()},
             last_event_at=int(item.get("last_event_at", 0)),
             last_event_id=str(item.get("last_event_id", "")),
-            event_ids=[str(e) for e in item.get("event_ids", [])],
-            updated_at=int(item.get("updated_at", 0)),
+            event_keys=event_keys,
+            event_applied_at=applied_at,
+            shard_marks={
+                str(shard): (int(mark["seq"]), int(mark["at"]))
+                for shard, mark in item.get("shard_marks", {}).items()
+            },
+            updated_at=updated_at,
             expires_at=int(item.get("expires_at", 0)),
         )
 
     def to_item(self) -> dict[str, Any]:
-        """The boto3 resource item (floats as Decimal; DynamoDB rejects Python floats)."""
+        """The boto3 resource item (floats as Decimal, sets as little-endian binaries).
+
+        Every number is storable: finite, and tiny magnitudes are written as zero.
+        """
         recent = []
         for i in self.recent:
             entry: dict[str, Any] = {"item_id": i.item_id, "type": i.type, "ts": i.ts, "event_id": i.event_id}
             if i.value is not None:
-                entry["value"] = _decimal(i.value)
+                entry["value"] = storable_decimal(i.value)
             recent.append(entry)
         item: dict[str, Any] = {
             "user_id": self.user_id,
             "version": self.version,
             "recent": recent,
-            "seen_items": list(self.seen_items),
-            "seen_at": list(self.seen_at),
-            "interests": {genre: _decimal(score) for genre, score in self.interests.items()},
+            "seen": self.seen.astype("<u4").tobytes(),
+            "interests": {genre: storable_decimal(score) for genre, score in self.interests.items()},
             "interests_at": self.interests_at,
             "counts": dict(self.counts),
             "last_event_at": self.last_event_at,
             "last_event_id": self.last_event_id,
-            "event_ids": list(self.event_ids),
+            "event_keys": self.event_keys.astype("<u8").tobytes(),
+            "event_applied_at": self.event_applied_at.astype("<u4").tobytes(),
+            # Sequence numbers have up to 128 digits: strings, not DynamoDB numbers (38 digits).
+            "shard_marks": {
+                shard: {"seq": str(seq), "at": at} for shard, (seq, at) in self.shard_marks.items()
+            },
             "updated_at": self.updated_at,
             "expires_at": self.expires_at,
         }
@@ -158,7 +221,23 @@ class UserState:
         return item
 
 
-def _decimal(value: float) -> Decimal:
+def _array(raw: Any, dtype: str) -> np.ndarray:
+    if raw is None:
+        return np.zeros(0, dtype=dtype)
+    data = raw.value if hasattr(raw, "value") else raw  # boto3's Binary wraps the bytes
+    return np.frombuffer(bytes(data), dtype=dtype).copy()
+
+
+def storable_decimal(value: float) -> Decimal:
+    """``value`` as a DynamoDB number: ten significant digits, |x| < SCORE_FLOOR as 0.
+
+    Raises ValueError for NaN, infinities and magnitudes DynamoDB cannot hold: a state that
+    produced one is a bug to be reported, never a write to retry.
+    """
+    if not math.isfinite(value) or abs(value) >= 1e125:
+        raise ValueError(f"{value!r} is not a storable number")
+    if abs(value) < SCORE_FLOOR:
+        return Decimal(0)
     # Ten significant digits keep the item small and round-trip stable.
     return Decimal(format(value, ".10g"))
 
@@ -173,6 +252,7 @@ class FoldResult:
 
     @property
     def changed(self) -> bool:
+        """Whether the state must be written (at least one event was applied)."""
         return bool(self.applied)
 
 
@@ -183,32 +263,69 @@ def fold(
     catalog: Catalog | None,
     now_ms: int,
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    *,
+    positions: Sequence[StreamPosition | None] | None = None,
+    dedupe_horizon_ms: int = DEFAULT_DEDUPE_HORIZON_MS,
 ) -> FoldResult:
     """Apply a user's events (stream order) to their state; the input state is not modified.
 
-    An event whose id is in the de-duplication window (or repeats within
-    ``events``) changes nothing. ``version`` is incremented by one when at least
-    one event is applied; the caller writes conditionally on the old version.
+    An event is a duplicate, and changes nothing, when its stream position is at or below the
+    shard's high-water mark (a Kinesis redelivery: sequence numbers survive it), or when its id was
+    applied within ``dedupe_horizon_ms`` or earlier in ``events`` (a client re-send).
+    ``positions`` is parallel to ``events`` (None for events that did not come from the stream).
+    ``version`` is incremented by one when the state changes; the caller writes conditionally on
+    the old version.
     """
     if state is not None and state.user_id != user_id:
         raise ValueError("state belongs to another user")
-    known_ids = set(state.event_ids) if state is not None else set()
+    events = list(events)
+    if positions is None:
+        positions = [None] * len(events)
+    if len(positions) != len(events):
+        raise ValueError("positions must be parallel to events")
+    base = state if state is not None else UserState(user_id=user_id)
+    now_s = now_ms // 1000
+    horizon_s = now_s - dedupe_horizon_ms // 1000
+    live = base.event_applied_at >= horizon_s
+    known_keys = set(base.event_keys[live].tolist())
+    marks = dict(base.shard_marks)
+
     applied: list[Event] = []
     duplicates: list[Event] = []
-    for event in events:
+    for event, position in zip(events, positions, strict=True):
         if event.user_id != user_id:
             raise ValueError("event belongs to another user")
-        if event.event_id in known_ids:
-            duplicates.append(event)
-        else:
-            known_ids.add(event.event_id)
-            applied.append(event)
+        if position is not None and position.sequence_number <= marks.get(position.shard_id, (-1, 0))[0]:
+            duplicates.append(event)  # a redelivery: the record itself was consumed before
+            continue
+        key = event_key(event.event_id)
+        if key in known_keys:
+            duplicates.append(event)  # a re-send: the same event id under a new sequence number
+            continue
+        known_keys.add(key)
+        applied.append(event)
+        if position is not None:
+            marks[position.shard_id] = (position.sequence_number, now_s)
     if not applied:
-        return FoldResult(state if state is not None else UserState(user_id=user_id), applied, duplicates)
+        return FoldResult(base, applied, duplicates)
 
-    new = _copy(state) if state is not None else UserState(user_id=user_id)
-    new.event_ids.extend(e.event_id for e in applied)
-    new.event_ids = new.event_ids[-EVENT_ID_WINDOW:]
+    new = _copy(base)
+    new.shard_marks = dict(sorted(marks.items(), key=lambda mark: mark[1][1])[-SHARD_MARK_CAPACITY:])
+    _apply(new, applied, catalog, live, now_s)
+    new.version += 1
+    new.updated_at = now_ms
+    new.expires_at = now_ms // 1000 + ttl_seconds
+    return FoldResult(new, applied, duplicates)
+
+
+def _apply(
+    new: UserState, applied: list[Event], catalog: Catalog | None, live: np.ndarray, now_s: int
+) -> None:
+    keys = np.fromiter((event_key(e.event_id) for e in applied), dtype="<u8", count=len(applied))
+    new.event_keys = np.concatenate([new.event_keys[live], keys])[-EVENT_LOG_CAPACITY:]
+    new.event_applied_at = np.concatenate(
+        [new.event_applied_at[live], np.full(len(applied), now_s, dtype="<u4")]
+    )[-EVENT_LOG_CAPACITY:]
 
     for event in applied:
         new.counts[event.type] = new.counts.get(event.type, 0) + 1
@@ -221,35 +338,26 @@ def fold(
             new.last_event_at, new.last_event_id = event.ts, event.event_id
     new.recent = new.recent[-RECENT_LIMIT:]
 
-    seen = dict(zip(new.seen_items, new.seen_at, strict=True))
-    for event in applied:
-        if event.ts > seen.get(event.item_id, -1):
-            seen[event.item_id] = event.ts
-    newest_seen = sorted(seen.items(), key=_by_time_then_item)[-SEEN_LIMIT:]
-    new.seen_items = [item for item, _ in newest_seen]
-    new.seen_at = [ts for _, ts in newest_seen]
-
+    items = np.fromiter(
+        dict.fromkeys(item_key(e.item_id) for e in applied), dtype="<u4"
+    )  # first occurrence order, duplicates dropped
+    fresh = items[~np.isin(items, new.seen)]
+    if fresh.size:
+        new.seen = np.concatenate([new.seen, fresh])[-SEEN_CAPACITY:]
     _add_interests(new, applied, catalog)
-    new.version += 1
-    new.updated_at = now_ms
-    new.expires_at = now_ms // 1000 + ttl_seconds
-    return FoldResult(new, applied, duplicates)
 
 
 _interaction_key = operator.attrgetter("ts", "event_id")
-_by_time_then_item = operator.itemgetter(1, 0)
 
 
 def _copy(state: UserState) -> UserState:
-    # Interactions are frozen, so copying the containers is enough (and far cheaper than deepcopy).
+    # Interactions are frozen and arrays are replaced, never written in place: copying containers is enough.
     return dataclasses.replace(
         state,
         recent=list(state.recent),
-        seen_items=list(state.seen_items),
-        seen_at=list(state.seen_at),
         interests=dict(state.interests),
         counts=dict(state.counts),
-        event_ids=list(state.event_ids),
+        shard_marks=dict(state.shard_marks),
     )
 
 
@@ -257,21 +365,24 @@ def _add_interests(state: UserState, events: list[Event], catalog: Catalog | Non
     """Decay the scores once to the newest time, then add each event already decayed to it.
 
     The result is a sum of weight x 2^(-age / half-life) terms, so it does not depend on the order of events.
-    interests_at follows the newest event of any kind, so it equals last_event_at.
+    interests_at follows the newest event of any kind, so it equals last_event_at. Shares that decay
+    below SCORE_FLOOR (events years older than the newest, e.g. a backfilled history) count as zero.
     """
     newest = max(state.interests_at, max(e.ts for e in events))
     if newest > state.interests_at:
         factor = decay_factor(newest - state.interests_at)
-        state.interests = {genre: score * factor for genre, score in state.interests.items()}
+        state.interests = {
+            genre: score * factor for genre, score in state.interests.items() if score * factor >= SCORE_FLOOR
+        }
         state.interests_at = newest
     if catalog is None:
         return
     for event in events:
         weight = event_weight(event.type, event.value)
         genres = catalog.genres_of(event.item_id) if weight else []
-        if not genres:
+        share = weight / len(genres) * decay_factor(newest - event.ts) if genres else 0.0
+        if share < SCORE_FLOOR:
             continue
-        share = weight / len(genres) * decay_factor(newest - event.ts)
         for genre in genres:
             state.interests[genre] = state.interests.get(genre, 0.0) + share
 

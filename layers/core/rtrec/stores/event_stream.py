@@ -1,13 +1,14 @@
-"""Kinesis access for the event stream (env EVENT_STREAM_NAME): PutRecords with retry of failed records."""
+"""Kinesis access for the event stream: PutRecords with retry of the records Kinesis did not take."""
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from rtrec.stores.errors import classify, is_transient
 
 MAX_RECORDS_PER_CALL = 500
 
@@ -50,17 +51,13 @@ class EventStream:
         self._base_delay_s = base_delay_s
         self._sleep = sleep
 
-    @classmethod
-    def from_env(cls, client: Any = None) -> EventStream:
-        """The writer for the stream named by EVENT_STREAM_NAME."""
-        if client is None:
-            import boto3
-
-            client = boto3.client("kinesis")
-        return cls(client, os.environ["EVENT_STREAM_NAME"])
-
     def put(self, records: Sequence[StreamRecord]) -> PutOutcome:
-        """Write ``records``; a whole-call error (e.g. no such stream) propagates."""
+        """Write ``records``, retrying the ones Kinesis reports as failed.
+
+        Raises StoreUnavailable or StoreRejected only when nothing was written (the first call
+        failed as a whole); once anything is written, a later failing call leaves its records in
+        ``failed`` instead, so the caller can tell the client exactly which ones to send again.
+        """
         pending = list(range(len(records)))
         written: list[int] = []
         failed: dict[int, str] = {}
@@ -71,12 +68,22 @@ class EventStream:
             still_pending: list[int] = []
             for start in range(0, len(pending), MAX_RECORDS_PER_CALL):
                 chunk = pending[start : start + MAX_RECORDS_PER_CALL]
-                response = self._client.put_records(
-                    StreamName=self._stream_name,
-                    Records=[
-                        {"PartitionKey": records[i].partition_key, "Data": records[i].data} for i in chunk
-                    ],
-                )
+                try:
+                    response = self._client.put_records(
+                        StreamName=self._stream_name,
+                        Records=[
+                            {"PartitionKey": records[i].partition_key, "Data": records[i].data} for i in chunk
+                        ],
+                    )
+                except Exception as error:
+                    boundary_error = classify(error, "PutRecords")
+                    if not written:
+                        raise boundary_error from error
+                    code = "ServiceUnavailable" if is_transient(error) else "Rejected"
+                    for index in chunk:
+                        failed[index] = code
+                        still_pending.append(index)
+                    continue
                 for index, result in zip(chunk, response["Records"], strict=True):
                     if result.get("ErrorCode"):
                         failed[index] = result["ErrorCode"]

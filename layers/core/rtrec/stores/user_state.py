@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -10,6 +9,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from rtrec.state import UserState
+from rtrec.stores.errors import StoreUnavailable, classify
 
 BATCH_GET_KEYS = 100
 BATCH_GET_ATTEMPTS = 8  # calls, including those that retry unprocessed keys
@@ -30,8 +30,8 @@ def _unchanged(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-class VersionConflict(Exception):
-    """Another writer changed the item since it was read (optimistic lock lost)."""
+class VersionConflict(StoreUnavailable):
+    """Another writer changed the item since it was read (optimistic lock lost): read again and retry."""
 
 
 class UserStateStore:
@@ -69,20 +69,17 @@ class UserStateStore:
         """A store on a low-level DynamoDB client (wire-format attribute values)."""
         return cls(client=client, table_name=table_name)
 
-    @classmethod
-    def from_env(cls, client: Any = None) -> UserStateStore:
-        """The store for the table named by USER_STATE_TABLE, on ``client`` or a new DynamoDB client."""
-        if client is None:
-            import boto3
-
-            client = boto3.client("dynamodb")
-        return cls.from_client(client, os.environ["USER_STATE_TABLE"])
-
     def get(self, user_id: str, consistent: bool = True) -> UserState | None:
-        """The user's state, or None for a user with no events yet."""
-        response = self._client.get_item(
-            TableName=self._name, Key=self._encode({"user_id": user_id}), ConsistentRead=consistent
-        )
+        """The user's state, or None for a user with no events yet.
+
+        Raises StoreUnavailable (retry later) or StoreRejected (the store refuses the request).
+        """
+        try:
+            response = self._client.get_item(
+                TableName=self._name, Key=self._encode({"user_id": user_id}), ConsistentRead=consistent
+            )
+        except Exception as error:
+            raise classify(error, "GetItem") from error
         item = response.get("Item")
         return None if item is None else UserState.from_item(self._decode(item))
 
@@ -99,9 +96,12 @@ class UserStateStore:
         while pending and attempts < BATCH_GET_ATTEMPTS:
             attempts += 1
             chunk, pending = pending[:BATCH_GET_KEYS], pending[BATCH_GET_KEYS:]
-            response = self._client.batch_get_item(
-                RequestItems={self._name: {"Keys": chunk, "ConsistentRead": consistent}}
-            )
+            try:
+                response = self._client.batch_get_item(
+                    RequestItems={self._name: {"Keys": chunk, "ConsistentRead": consistent}}
+                )
+            except Exception as error:
+                raise classify(error, "BatchGetItem") from error
             for item in response.get("Responses", {}).get(self._name, []):
                 state = UserState.from_item(self._decode(item))
                 found[state.user_id] = state
@@ -114,11 +114,15 @@ class UserStateStore:
     def put(self, state: UserState) -> None:
         """Write ``state`` if the stored version is still ``state.version - 1``.
 
-        Raises VersionConflict when it is not; other ClientErrors (throttling,
-        timeouts) propagate for the caller to report as retryable.
+        Raises VersionConflict when it is not, StoreUnavailable for throttling, timeouts and AWS 5xx,
+        and StoreRejected when the item cannot be stored (a value or size DynamoDB refuses).
         """
         expected = state.version - 1
-        kwargs: dict[str, Any] = {"TableName": self._name, "Item": self._encode(state.to_item())}
+        try:
+            item = self._encode(state.to_item())
+        except Exception as error:
+            raise classify(error, "serialising the state") from error
+        kwargs: dict[str, Any] = {"TableName": self._name, "Item": item}
         if expected <= 0:
             kwargs["ConditionExpression"] = "attribute_not_exists(user_id)"
         else:
@@ -129,4 +133,13 @@ class UserStateStore:
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 raise VersionConflict(state.user_id) from error
-            raise
+            raise classify(error, "PutItem") from error
+        except Exception as error:
+            raise classify(error, "PutItem") from error
+
+    def delete(self, user_id: str) -> None:
+        """Remove the user's state; removing a state that does not exist succeeds (idempotent)."""
+        try:
+            self._client.delete_item(TableName=self._name, Key=self._encode({"user_id": user_id}))
+        except Exception as error:
+            raise classify(error, "DeleteItem") from error

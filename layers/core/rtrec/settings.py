@@ -1,0 +1,154 @@
+"""One settings object per function, read once from the environment at init: typed and bounded.
+
+A value outside its bounds, or one that does not parse, stops the function at init with a
+``SettingsError`` naming the variable: a misconfigured stack fails its first invocation loudly
+instead of serving with a silently clamped or crashing setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rtrec.stores.clients import ClientTimeouts
+
+DAY_S = 24 * 3600
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing, malformed or out of bounds; the message names it."""
+
+
+class _Reader:
+    def __init__(self, environ: Mapping[str, str] | None) -> None:
+        self.environ = os.environ if environ is None else environ
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self.environ.get(name, default)
+        if value is None or not value.strip():
+            raise SettingsError(f"{name} is required")
+        return value.strip()
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.environ.get(name)
+        if raw is None or not raw.strip():
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a number") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name}={raw!r} must be between {low:g} and {high:g}")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.number(name, default, low, high)
+        if value != int(value):
+            raise SettingsError(f"{name}={self.environ.get(name)!r} must be a whole number")
+        return int(value)
+
+    def origins(self, name: str) -> tuple[str, ...]:
+        """Comma-separated browser origins; a ``*`` entry is dropped (it would let any site read answers)."""
+        raw = self.environ.get(name, "")
+        return tuple(o.strip() for o in raw.split(",") if o.strip() and o.strip() != "*")
+
+
+@dataclass(frozen=True)
+class CollectSettings:
+    """POST /v1/events: where events go and how long a write may take."""
+
+    stream_name: str
+    allowed_origins: tuple[str, ...]
+    kinesis: ClientTimeouts
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CollectSettings:
+        env = _Reader(environ)
+        return cls(
+            stream_name=env.text("EVENT_STREAM_NAME"),
+            allowed_origins=env.origins("ALLOWED_ORIGINS"),
+            # The function has 10 s; three attempts of at most 2 s leave room to answer 503 in time.
+            kinesis=ClientTimeouts(
+                connect_s=env.number("KINESIS_CONNECT_TIMEOUT_S", 0.5, 0.05, 5),
+                read_s=env.number("KINESIS_READ_TIMEOUT_S", 1.5, 0.05, 5),
+                max_attempts=env.integer("KINESIS_MAX_ATTEMPTS", 2, 1, 5),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Kinesis -> user state: the table, the dead-letter queue, the fold's horizons, the time budget."""
+
+    table_name: str
+    dead_letter_queue_url: str
+    function_name: str
+    model_dir: str | None
+    ttl_seconds: int
+    dedupe_horizon_ms: int
+    write_concurrency: int
+    max_write_attempts: int
+    # Stop starting new writes when less than this remains, so failures are reported before the timeout.
+    deadline_reserve_ms: int
+    dynamodb: ClientTimeouts
+    sqs: ClientTimeouts
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestSettings:
+        env = _Reader(environ)
+        model_dir = (env.environ.get("MODEL_DIR") or "").strip() or None
+        return cls(
+            table_name=env.text("USER_STATE_TABLE"),
+            dead_letter_queue_url=env.text("DEAD_LETTER_QUEUE_URL"),
+            function_name=env.text("AWS_LAMBDA_FUNCTION_NAME", "ingest"),
+            model_dir=model_dir,
+            ttl_seconds=env.integer("USER_STATE_TTL_DAYS", 180, 1, 3650) * DAY_S,
+            dedupe_horizon_ms=env.integer("DEDUPE_HORIZON_HOURS", 24, 1, 24 * 14) * 3600 * 1000,
+            write_concurrency=env.integer("WRITE_CONCURRENCY", 8, 1, 64),
+            max_write_attempts=env.integer("MAX_WRITE_ATTEMPTS", 5, 1, 20),
+            deadline_reserve_ms=env.integer("DEADLINE_RESERVE_MS", 5000, 500, 60_000),
+            dynamodb=ClientTimeouts(
+                connect_s=env.number("DYNAMODB_CONNECT_TIMEOUT_S", 1.0, 0.05, 10),
+                read_s=env.number("DYNAMODB_READ_TIMEOUT_S", 2.0, 0.05, 10),
+                max_attempts=env.integer("DYNAMODB_MAX_ATTEMPTS", 3, 1, 10),
+            ),
+            sqs=ClientTimeouts(
+                connect_s=env.number("SQS_CONNECT_TIMEOUT_S", 1.0, 0.05, 10),
+                read_s=env.number("SQS_READ_TIMEOUT_S", 2.0, 0.05, 10),
+                max_attempts=env.integer("SQS_MAX_ATTEMPTS", 3, 1, 10),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RecommendSettings:
+    """The recommendations API: the table, the model, the ranking rules, the read budget."""
+
+    table_name: str
+    model_dir: str
+    allowed_origins: tuple[str, ...]
+    retrieval_size: int
+    exploration_share: float
+    genre_cap_share: float
+    dynamodb: ClientTimeouts
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RecommendSettings:
+        env = _Reader(environ)
+        return cls(
+            table_name=env.text("USER_STATE_TABLE"),
+            model_dir=env.text("MODEL_DIR"),
+            allowed_origins=env.origins("ALLOWED_ORIGINS"),
+            retrieval_size=env.integer("RETRIEVAL_SIZE", 128, 1, 4096),
+            # At most half the list explores: beyond that the answer stops being a recommendation.
+            exploration_share=env.number("EXPLORATION_SHARE", 0.1, 0.0, 0.5),
+            genre_cap_share=env.number("GENRE_CAP_SHARE", 0.5, 0.05, 1.0),
+            # A degraded answer (popular items) within about a second beats a late personalised one:
+            # two short attempts, then the fallback.
+            dynamodb=ClientTimeouts(
+                connect_s=env.number("DYNAMODB_CONNECT_TIMEOUT_S", 0.2, 0.05, 5),
+                read_s=env.number("DYNAMODB_READ_TIMEOUT_S", 0.25, 0.05, 5),
+                max_attempts=env.integer("DYNAMODB_MAX_ATTEMPTS", 2, 1, 5),
+            ),
+        )
