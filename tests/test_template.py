@@ -625,6 +625,10 @@ def test_functions_deploy_through_an_alias_with_canary_and_alarm_rollback(cfn):
         assert alarms <= set(_alarms(cfn))
         assert f"${{{function}.Arn}}" not in integrations  # routes call the alias, never $LATEST
     assert "${CollectFunctionAliaslive}" in integrations and "${RecommendFunctionAliaslive}" in integrations
+    # A superseded version goes once the update succeeded: versions (and SnapStart snapshots) do not pile up.
+    versions = of_type(cfn, "AWS::Lambda::Version")
+    assert len(versions) == len(API_FUNCTIONS)
+    assert all(version["DeletionPolicy"] == "Delete" for version in versions.values())
     linear = under({"DeploymentType": "Linear10PercentEvery1Minute"})["Resources"]
     assert linear["RecommendFunctionDeploymentGroup"]["Properties"]["DeploymentConfigName"]["Fn::Sub"][1] == {
         "ConfigName": "Linear10PercentEvery1Minute"
