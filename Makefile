@@ -144,7 +144,6 @@ $(LAMBDA_BOTO)/.installed: requirements/runtime.lock
 bench: venv build $(LAMBDA_BOTO)/.installed
 	$(PY) bench/ingest.py
 	$(PY) bench/scoring.py
-	$(PY) bench/recommend.py
 	$(PY) bench/recommend.py --lambda-like --python $(PYTHON312) --compare-without-bytecode
 
 clean:

@@ -9,10 +9,10 @@ request) in fresh processes. Prints a table and writes bench/results/recommend.j
 With --lambda-like the cold init is measured as Lambda starts the function instead: python3.12, and on
 sys.path only the function and the layers as `sam build` wrote them (both layers merged into one
 read-only `opt/python`, the model at `opt/model`) plus boto3/botocore, which the Lambda runtime
-provides; nothing writes bytecode, as on Lambda's read-only /opt. Writes
-bench/results/recommend-lambda-like.json.
+provides; nothing writes bytecode, as on Lambda's read-only /opt (--cold-only: only that, written to
+bench/results/recommend-lambda-like.json).
 
-Run: make bench (or PYTHONPATH=layers/core:. python bench/recommend.py [--lambda-like], after make build)
+Run: make bench, or after make build: PYTHONPATH=layers/core:. python bench/recommend.py --lambda-like
 """
 
 from __future__ import annotations
@@ -378,47 +378,31 @@ def lambda_like_cold_init(
     }
 
 
-def lambda_like_main(args: argparse.Namespace) -> None:
-    python = args.python or find_python312()
-    if not python:
-        raise SystemExit("--lambda-like needs python3.12 (Lambda's interpreter): pass --python or PYTHON312")
-    load_before = os.getloadavg()[0]
-    variants = [lambda_like_cold_init(args.cold_runs, python, args.build_dir, args.boto_dir, bytecode=True)]
-    if args.compare_without_bytecode:
-        variants.append(
-            lambda_like_cold_init(args.cold_runs, python, args.build_dir, args.boto_dir, bytecode=False)
-        )
-    shipped = variants[0]
-    report = {
-        "machine": {
-            "python": shipped["python"],
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        },
-        "target_cold_init_ms": TARGET_COLD_INIT_MS,
-        "cold_init": variants,
-        "meets_target": shipped["init_median_ms"] <= TARGET_COLD_INIT_MS,
-    }
-    LAMBDA_LIKE_RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    LAMBDA_LIKE_RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"recommend cold start, Lambda-like (python {shipped['python']}, numpy {shipped['numpy']}, "
-        f"read-only site, tracing on); load average {report['machine']['load_average_1m']}"
-    )
-    print(
-        "| site | runs | init median ms | min | max | init CPU ms | first request ms | interpreter start ms |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for v in variants:
+def print_cold(cold: dict) -> None:
+    if "python" in cold:  # --lambda-like
         print(
-            f"| {v['site']} | {v['runs']} | {v['init_median_ms']:.0f} | {v['init_min_ms']:.0f} "
-            f"| {v['init_max_ms']:.0f} | {v['init_cpu_median_ms']:.0f} | {v['first_request_median_ms']:.1f} "
-            f"| {v['interpreter_start_median_ms']:.0f} |"
+            f"\ncold init as Lambda starts it (python {cold['python']}, numpy {cold['numpy']}, "
+            "read-only site, tracing on), fresh processes:"
         )
+        print("| site | runs | init median ms | min | max | init CPU ms | first request ms |")
+        print("|---|---|---|---|---|---|---|")
+        for v in [cold, *cold.get("compared", [])]:
+            print(
+                f"| {v['site']} | {v['runs']} | {v['init_median_ms']:.0f} | {v['init_min_ms']:.0f} "
+                f"| {v['init_max_ms']:.0f} | {v['init_cpu_median_ms']:.0f} "
+                f"| {v['first_request_median_ms']:.1f} |"
+            )
+        print(f"target: init median ≤ {TARGET_COLD_INIT_MS:g} ms")
+        return
     print(
-        f"target: init median ≤ {TARGET_COLD_INIT_MS:g} ms -> met: {report['meets_target']}  "
-        f"-> {LAMBDA_LIKE_RESULTS.relative_to(REPO)}"
+        f"\ncold init, fresh process ({cold['site']}), median of {cold['runs']}: "
+        f"{cold['init_median_ms']:.0f} ms (max {cold['init_max_ms']:.0f}; target ≤ {TARGET_COLD_INIT_MS:g}); "
+        f"CPU time {cold['init_cpu_median_ms']:.0f} ms"
+    )
+    print(
+        f"  dependency imports {cold['dependencies_median_ms']:.0f} ms + handler module "
+        f"(model load, AWS client, routes) {cold['module_median_ms']:.0f} ms; "
+        f"first request {cold['first_request_median_ms']:.0f} ms"
     )
 
 
@@ -434,7 +418,7 @@ def main() -> None:
     parser.add_argument(
         "--lambda-like",
         action="store_true",
-        help="only the cold init, as Lambda starts it: python3.12, the `sam build` layers (read-only), boto3",
+        help="time the cold init as Lambda starts it: python3.12, the `sam build` layers (read-only), boto3",
     )
     parser.add_argument("--build-dir", type=Path, default=REPO / ".aws-sam" / "build")
     parser.add_argument(
@@ -449,18 +433,26 @@ def main() -> None:
         action="store_true",
         help="--lambda-like: also time the same site with the layers' __pycache__ removed",
     )
+    parser.add_argument("--cold-only", action="store_true", help="skip the in-process handler latencies")
     args = parser.parse_args()
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    if args.lambda_like:
-        lambda_like_main(args)
-        return
 
     load_before = os.getloadavg()[0]
-    hot = hot_path(args.iterations)
-    cold = cold_init(args.cold_runs, args.runtime_dir)
-    from functions.recommend import app
-
+    hot = {} if args.cold_only else hot_path(args.iterations)
+    if args.lambda_like:
+        python = args.python or find_python312()
+        if not python:
+            raise SystemExit(
+                "--lambda-like needs python3.12 (Lambda's interpreter): pass --python or PYTHON312"
+            )
+        cold = lambda_like_cold_init(args.cold_runs, python, args.build_dir, args.boto_dir)
+        if args.compare_without_bytecode:
+            cold["compared"] = [
+                lambda_like_cold_init(args.cold_runs, python, args.build_dir, args.boto_dir, bytecode=False)
+            ]
+    else:
+        cold = cold_init(args.cold_runs, args.runtime_dir)
     report = {
         "machine": {
             "python": platform.python_version(),
@@ -469,36 +461,32 @@ def main() -> None:
             # A shared machine: a high load average inflates the tails; compare runs at similar load.
             "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         },
-        "model_version": app.recommender.model_version,
-        "retrieval_size": app.recommender.config.retrieval_size,
         "targets": {"p99_ms": TARGET_P99_MS, "cold_init_ms": TARGET_COLD_INIT_MS},
         "handler": hot,
         "cold_init": cold,
         "meets_targets": all(r["p99_ms"] <= TARGET_P99_MS for r in hot.values())
         and cold["init_median_ms"] <= TARGET_COLD_INIT_MS,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    if hot:
+        from functions.recommend import app
+
+        report["model_version"] = app.recommender.model_version
+        report["retrieval_size"] = app.recommender.config.retrieval_size
+    results = LAMBDA_LIKE_RESULTS if args.cold_only and args.lambda_like else RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(report, indent=2) + "\n")
 
     print(f"target p99 ≤ {TARGET_P99_MS:g} ms; load average {report['machine']['load_average_1m']}")
-    print("| route (history 50, store stubbed) | p50 ms | p99 ms | max ms | CPU p50 ms | CPU p99 ms |")
-    print("|---|---|---|---|---|---|")
-    for name, r in hot.items():
-        print(
-            f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} "
-            f"| {r['cpu_p50_ms']:.2f} | {r['cpu_p99_ms']:.2f} |"
-        )
-    print(
-        f"\ncold init, fresh process ({cold['site']}), median of {cold['runs']}: "
-        f"{cold['init_median_ms']:.0f} ms (max {cold['init_max_ms']:.0f}; target ≤ {TARGET_COLD_INIT_MS:g}); "
-        f"CPU time {cold['init_cpu_median_ms']:.0f} ms"
-    )
-    print(
-        f"  dependency imports {cold['dependencies_median_ms']:.0f} ms + handler module "
-        f"(model load, AWS client, routes) {cold['module_median_ms']:.0f} ms; "
-        f"first request {cold['first_request_median_ms']:.0f} ms"
-    )
-    print(f"meets targets: {report['meets_targets']}  -> {RESULTS.relative_to(REPO)}")
+    if hot:
+        print("| route (history 50, store stubbed) | p50 ms | p99 ms | max ms | CPU p50 ms | CPU p99 ms |")
+        print("|---|---|---|---|---|---|")
+        for name, r in hot.items():
+            print(
+                f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} "
+                f"| {r['cpu_p50_ms']:.2f} | {r['cpu_p99_ms']:.2f} |"
+            )
+    print_cold(cold)
+    print(f"meets targets: {report['meets_targets']}  -> {results.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Scoring latency: quantized and float TFLite (through rtrec.scorer.Scorer) vs Keras, one user, one thread.
 
 Prints a table and writes bench/results/scoring.json. Each TFLite runtime is timed in its own
-subprocess (cold import + load measured there too); Keras runs in this process.
+subprocess (cold import + load measured there too); Keras runs in this process. The quantized model is
+the shipped one; the float32 TFLite and Keras rows use a model of the same shape with untrained weights
+(timing does not depend on the values), so this runs in a fresh clone without `make model`.
+Needs the dev venv (Python 3.11: TensorFlow, tflite-runtime).
 
     python bench/scoring.py [--calls 300]
 """
@@ -21,6 +24,10 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# `python bench/scoring.py` from the repo root imports like the tests do (layers/core, then the repo).
+for _path in (REPO_ROOT, REPO_ROOT / "layers" / "core"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 MODEL_DIR = REPO_ROOT / "layers" / "model" / "model"
 RESULTS = REPO_ROOT / "bench" / "results" / "scoring.json"
 SIZES = (100, 500, None)  # None = the whole catalogue
@@ -82,24 +89,28 @@ def run_child(model_dir: Path, module: str, calls: int) -> dict:
 
 
 def float_artifact() -> tuple[Path, object, object]:
-    """A float32 TFLite copy of the current model (from the saved Keras weights) and the Keras model."""
+    """A float32 TFLite model of the shipped model's shape (its config from metadata.json) and that Keras
+    model, with freshly initialised weights: how long a call takes does not depend on the weight values,
+    and this way a fresh clone needs neither `make model` nor its Keras weights."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.keras.utils.set_random_seed(0)
     from model_build import train as train_module
     from model_build.export import convert, write_artifact
-    from model_build.model import build_serving_model
+    from model_build.model import ModelConfig, build_serving_model
     from rtrec.features import Catalog
 
     catalog = Catalog.load(MODEL_DIR)
-    layers = train_module.build_layers(catalog)
-    keras_model = build_serving_model(layers)
-    keras_model.load_weights(train_module.WEIGHTS_PATH)
-    out = Path(tempfile.mkdtemp(prefix="rtrec-float-"))
     metadata = json.loads((MODEL_DIR / "metadata.json").read_text())
-    metadata.update(version=metadata["version"] + "-float32", quantization="float32")
+    layers = train_module.build_layers(catalog, ModelConfig(**metadata["training"]["config"]))
+    keras_model = build_serving_model(layers)
+    out = Path(tempfile.mkdtemp(prefix="rtrec-float-"))
+    metadata.update(
+        version=metadata["version"] + "-float32-untrained", quantization="float32", weights="untrained"
+    )
     write_artifact(
         out,
         convert(build_serving_model(layers, batch_size=1), "float32"),
