@@ -732,3 +732,15 @@ def test_the_translated_template_passes_cfn_lint(parameters):
     matches = cfnlint.api.lint(translated, config=cfnlint.api.ManualArgs(regions=["us-east-1"]))
     errors = [f"{m.rule.id}: {m.message}" for m in matches if m.rule.id.startswith("E")]
     assert errors == []
+
+
+def test_the_local_stack_reads_the_routes_scopes_and_skips_the_inline_trigger():
+    from infra.local.template import Template
+
+    local = Template(REPO_ROOT / "template.yaml")
+    routes = {(r.method, r.path): r for r in local.http_routes()}
+    assert {key: r.required_scopes for key, r in routes.items()} == {k: (v,) for k, v in SCOPES.items()}
+    # Behind the stack's own pool the local API does not enforce them: its stand-in for Cognito mints
+    # direct sign-in tokens, which get their scopes from the trigger in AWS.
+    assert all(r.scopes == () for r in routes.values())
+    assert {f.logical_id for f in local.functions()} == set(API_FUNCTIONS)
