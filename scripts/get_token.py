@@ -59,7 +59,11 @@ def access_token(
                 ClientId=client_id,
                 ChallengeName="NEW_PASSWORD_REQUIRED",
                 Session=response["Session"],
-                ChallengeResponses={"USERNAME": username, "NEW_PASSWORD": new_password},
+                ChallengeResponses={
+                    # The pool signs users in by email; the challenge wants the user name behind it.
+                    "USERNAME": response.get("ChallengeParameters", {}).get("USER_ID_FOR_SRP", username),
+                    "NEW_PASSWORD": new_password,
+                },
             )
         elif response.get("ChallengeName"):
             raise SignInError(
