@@ -130,7 +130,7 @@ def use_in_memory_state(service: InProcessService) -> None:
 
     store = UserStateStore(InMemoryStateTable(os.environ["USER_STATE_TABLE"]))
     ingest = service.functions[service.stream_function_id].module
-    ingest._deps().store = store
+    ingest.ingestor.store = store
     recommend = service.route_function("GET", "/v1/recommendations").module
     recommend.user_states = store
 

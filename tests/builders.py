@@ -70,7 +70,9 @@ def kinesis_record(
     }
 
 
-def event_record(user: str, event_id: str, ts: int, item: str = "50", kind: str = "view", **fields: Any) -> dict:
+def event_record(
+    user: str, event_id: str, ts: int, item: str = "50", kind: str = "view", **fields: Any
+) -> dict:
     """A Kinesis record carrying one stream event of ``user`` (partition key = user unless given)."""
     partition_key = fields.pop("partition_key", user)
     payload = {"user_id": user, "event_id": event_id, "item_id": item, "type": kind, "ts": ts, **fields}

@@ -18,7 +18,6 @@ import gc
 gc.disable()
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -27,21 +26,34 @@ from typing import Any
 import numpy as np
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response, content_types
-from aws_lambda_powertools.event_handler.exceptions import BadRequestError, UnauthorizedError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from rtrec.events import MAX_ID_LENGTH
+from rtrec.events import MAX_ID_LENGTH, InvalidEvent, check_text
 from rtrec.features import GENRES
+from rtrec.http import (
+    NO_STORE,
+    RequestError,
+    caller_id,
+    claims_of,
+    id_list,
+    install_error_handlers,
+    json_body,
+    query,
+)
 from rtrec.ranking import Pick
 from rtrec.recommender import Outcome, Recommender, RecommenderConfig
+from rtrec.settings import RecommendSettings
+from rtrec.stores.clients import aws_client
+from rtrec.stores.errors import StoreError
 from rtrec.stores.user_state import UserStateStore
 
 MAX_K = 100
 MAX_LIST_ITEMS = 500
 MAX_GENRE_PARAMETER = 400
 MAX_EXCLUDE_PARAMETER = MAX_LIST_ITEMS * (MAX_ID_LENGTH + 1)
+MAX_RANK_BODY_BYTES = 64 * 1024
 _GENRE_BY_LOWER = {genre.lower(): genre for genre in GENRES}
 
 logger = Logger()
@@ -49,20 +61,25 @@ tracer = Tracer()
 metrics = Metrics()
 
 
-def _cors(origins: str) -> CORSConfig | None:
-    """CORS for the configured origins only; none configured means no CORS headers at all.
-
-    A `*` entry is dropped: a wildcard would let any site read a user's recommendations.
-    """
-    allowed = [o.strip() for o in origins.split(",") if o.strip() and o.strip() != "*"]
+def _cors(allowed: Sequence[str]) -> CORSConfig | None:
+    """CORS for the configured origins only (settings drop `*`); none configured means no CORS headers."""
     if not allowed:
         return None
-    return CORSConfig(allow_origin=allowed[0], extra_origins=allowed[1:], max_age=600)
+    return CORSConfig(allow_origin=allowed[0], extra_origins=list(allowed[1:]), max_age=600)
 
 
-app = APIGatewayHttpResolver(cors=_cors(os.environ.get("ALLOWED_ORIGINS", "")))
-user_states = UserStateStore.from_env()
-recommender = Recommender.from_model_dir(os.environ["MODEL_DIR"], RecommenderConfig.from_env())
+settings = RecommendSettings.from_env()
+app = APIGatewayHttpResolver(cors=_cors(settings.allowed_origins))
+install_error_handlers(app, logger)
+user_states = UserStateStore.from_client(aws_client("dynamodb", settings.dynamodb), settings.table_name)
+recommender = Recommender.from_model_dir(
+    settings.model_dir,
+    RecommenderConfig(
+        retrieval_size=settings.retrieval_size,
+        exploration_share=settings.exploration_share,
+        genre_cap_share=settings.genre_cap_share,
+    ),
+)
 if recommender.load_error:
     logger.error("model unavailable, serving popular items", extra={"reason": recommender.load_error})
 
@@ -79,10 +96,10 @@ traced = tracer.capture_method(capture_response=False)
 def get_recommendations():
     """Top-k unseen items for the caller: model retrieval + ranking, then the ranking rules."""
     user_id = _caller()
-    query = _refuse_unknown_parameters({"k", "genre", "exclude"})
-    k = _parse_k(query.get("k"))
-    genres = _parse_genres(_bounded("genre", query.get("genre"), MAX_GENRE_PARAMETER))
-    excluded = _parse_list("exclude", _bounded("exclude", query.get("exclude"), MAX_EXCLUDE_PARAMETER))
+    parameters = _query({"k": 8, "genre": MAX_GENRE_PARAMETER, "exclude": MAX_EXCLUDE_PARAMETER})
+    k = _parse_k(parameters.get("k"))
+    genres = _parse_genres(parameters.get("genre"))
+    excluded = id_list("exclude", parameters.get("exclude"), MAX_ID_LENGTH)
     recommendation_id = _new_recommendation_id()
     rng = np.random.default_rng(uuid.UUID(recommendation_id).int)
     state, read_failure = _read_state(user_id)
@@ -100,7 +117,7 @@ def get_recommendations():
 def rank_items():
     """The caller's own candidates in the model's order; unknown ids are listed, not ranked."""
     user_id = _caller()
-    _refuse_unknown_parameters(set())
+    _query({})
     item_ids = _rank_request_item_ids()
     recommendation_id = _new_recommendation_id()
     state, read_failure = _read_state(user_id)
@@ -118,7 +135,7 @@ def rank_items():
 def get_interests():
     """The caller's interest distribution over the 19 genres."""
     user_id = _caller()
-    _refuse_unknown_parameters(set())
+    _query({})
     state, read_failure = _read_state(user_id)
     outcome = recommender.interests(state)
     _observe("interests", outcome, read_failure)
@@ -132,26 +149,25 @@ def get_interests():
     )
 
 
-class InvalidRequest(Exception):
-    """A request that breaks the documented schema: a 400 listing what is wrong (`where: what`)."""
-
-    def __init__(self, *errors: str) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = list(errors)
-
-
-class UnsupportedContentType(Exception):
-    """A body that is declared as something other than JSON: a 415."""
-
-
-@app.exception_handler(InvalidRequest)
-def _invalid_request(error: InvalidRequest) -> Response:
-    return _error(400, "invalid request", error.errors)
-
-
-@app.exception_handler(UnsupportedContentType)
-def _unsupported_content_type(error: UnsupportedContentType) -> Response:
-    return _error(415, "the body must be JSON (content-type: application/json)")
+@app.delete(
+    "/v1/me",
+    summary="Erase the caller's data",
+    description="Deletes the token user's state (history, interests, counters). Idempotent.",
+)
+@traced
+def delete_me():
+    """Remove the caller's state item; a user with no state gets the same 204."""
+    user_id = _caller()
+    _query({})
+    try:
+        user_states.delete(user_id)
+    except StoreError as error:
+        logger.warning("state delete failed", extra={"error": str(error)})
+        raise RequestError(
+            503, "the user store is unavailable; nothing was deleted, retry", headers={"Retry-After": "1"}
+        ) from error
+    metrics.add_metric(name="UsersErased", unit=MetricUnit.Count, value=1)
+    return Response(status_code=204, headers=dict(NO_STORE))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
@@ -166,28 +182,14 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return response
 
 
-def _caller_or_none() -> str | None:
-    claims = app.current_event.request_context.authorizer.jwt_claim
-    sub = claims.get("sub") if isinstance(claims, dict) else None
-    return sub if isinstance(sub, str) and sub else None
-
-
 def _caller() -> str:
     """The user is the token's subject, never a parameter: that is what keeps users apart."""
-    user_id = _caller_or_none()
-    if user_id is None:
-        raise UnauthorizedError("missing or invalid token")
-    return user_id
+    return caller_id(claims_of(app.current_event))
 
 
-def _refuse_unknown_parameters(allowed: set[str]) -> dict[str, str]:
-    """The query parameters, when all of them are ``allowed``."""
-    query = app.current_event.query_string_parameters or {}
-    unknown = sorted(set(query) - allowed)
-    if unknown:
-        accepted = ", ".join(sorted(allowed)) or "none"
-        raise BadRequestError(f"unknown query parameter(s): {', '.join(unknown)} (accepted: {accepted})")
-    return query
+def _query(limits: dict[str, int]) -> dict[str, str]:
+    """The query parameters, when all are known and within their lengths."""
+    return query(app.current_event.query_string_parameters, set(limits), limits)
 
 
 def _parse_k(raw: str | None) -> int:
@@ -196,69 +198,66 @@ def _parse_k(raw: str | None) -> int:
     text = raw.strip()
     digits = text[1:] if text[:1] in "+-" else text
     if not (digits.isascii() and digits.isdigit() and len(digits) <= 4) or not 1 <= int(text) <= MAX_K:
-        raise InvalidRequest(f"query.k: must be an integer from 1 to {MAX_K}, got {raw[:20]!r}")
+        raise RequestError(
+            400, "invalid request", [f"query.k: must be an integer from 1 to {MAX_K}, got {raw[:20]!r}"]
+        )
     return int(text)
-
-
-def _bounded(name: str, raw: str | None, max_length: int) -> str | None:
-    if raw is not None and len(raw) > max_length:
-        raise InvalidRequest(f"query.{name}: at most {max_length} characters, got {len(raw)}")
-    return raw
 
 
 def _rank_request_item_ids() -> list[str]:
     """The body's `item_ids`: a JSON object with only that field, 1..500 ids of 1..64 characters."""
     event = app.current_event
-    content_type = (event.headers or {}).get("content-type", "").strip()
-    if content_type and not content_type.startswith(content_types.APPLICATION_JSON):
-        raise UnsupportedContentType(content_type)
-    raw = event.decoded_body
-    if not raw:
-        raise InvalidRequest('body: required, a JSON object like {"item_ids": ["1", "2"]}')
-    try:
-        body = json.loads(raw)
-    except ValueError as error:
-        raise InvalidRequest(f"body: not valid JSON ({error})") from None
+    body = json_body(
+        event.headers,
+        event.body,
+        event.is_base64_encoded,
+        MAX_RANK_BODY_BYTES,
+        'a JSON object like {"item_ids": ["1", "2"]}',
+    )
     if not isinstance(body, dict):
-        raise InvalidRequest(f"body: must be a JSON object, got {type(body).__name__}")
+        raise RequestError(
+            400, "invalid request", [f"body: must be a JSON object, got {type(body).__name__}"]
+        )
     extra = sorted(set(body) - {"item_ids"})
     if extra:
-        raise InvalidRequest(*(f"body.{name}: unknown field (accepted: item_ids)" for name in extra))
+        raise RequestError(
+            400,
+            "invalid request",
+            [f"body.{name[:40]!r}: unknown field (accepted: item_ids)" for name in extra[:10]],
+        )
     item_ids = body.get("item_ids")
     if item_ids is None:
-        raise InvalidRequest("body.item_ids: required")
+        raise RequestError(400, "invalid request", ["body.item_ids: required"])
     if not isinstance(item_ids, list) or not 1 <= len(item_ids) <= MAX_LIST_ITEMS:
-        raise InvalidRequest(f"body.item_ids: must be a list of 1 to {MAX_LIST_ITEMS} item ids")
-    bad = [
-        f"body.item_ids.{n}: must be a string of 1 to {MAX_ID_LENGTH} characters"
-        for n, item_id in enumerate(item_ids)
-        if not isinstance(item_id, str) or not 1 <= len(item_id) <= MAX_ID_LENGTH
-    ]
+        raise RequestError(
+            400, "invalid request", [f"body.item_ids: must be a list of 1 to {MAX_LIST_ITEMS} item ids"]
+        )
+    bad = []
+    for n, item_id in enumerate(item_ids):
+        try:
+            check_text(item_id, f"body.item_ids.{n}", MAX_ID_LENGTH)
+        except InvalidEvent as error:
+            bad.append(str(error))
     if bad:
-        raise InvalidRequest(*bad[:10])
+        raise RequestError(400, "invalid request", bad[:10])
     return item_ids
 
 
-def _parse_list(name: str, raw: str | None) -> list[str]:
-    if raw is None:
-        return []
-    values = [v.strip() for v in raw.split(",") if v.strip()]
-    if len(values) > MAX_LIST_ITEMS:
-        raise BadRequestError(f"{name}: at most {MAX_LIST_ITEMS} values, got {len(values)}")
-    too_long = [v for v in values if len(v) > MAX_ID_LENGTH]
-    if too_long:
-        raise BadRequestError(f"{name}: ids are at most {MAX_ID_LENGTH} characters")
-    return values
-
-
 def _parse_genres(raw: str | None) -> list[str]:
+    """Comma-separated genre names, any case; blank pieces are skipped (see `schemas.GENRE_PATTERN`)."""
     genres = []
-    for value in _parse_list("genre", raw):
-        genre = _GENRE_BY_LOWER.get(value.lower())
+    for value in (raw or "").split(","):
+        if not value.strip():
+            continue
+        genre = _GENRE_BY_LOWER.get(value.strip().lower())
         if genre is None:
-            raise BadRequestError(f"genre: unknown genre {value!r}; known genres: {', '.join(GENRES)}")
+            raise RequestError(
+                400,
+                "invalid request",
+                [f"query.genre: unknown genre {value.strip()[:40]!r}; known genres: {', '.join(GENRES)}"],
+            )
         genres.append(genre)
-    return genres
+    return list(dict.fromkeys(genres))
 
 
 def _read_state(user_id: str) -> tuple[Any, bool]:
@@ -330,7 +329,7 @@ def _items(picks: Sequence[Pick]) -> list[dict[str, Any]]:
 
 
 def _json(payload: dict[str, Any]) -> Response:
-    """A 200 with the body serialised once, here.
+    """A 200 with the body serialised once, here, and never stored by a shared cache (it is personal).
 
     The answer models are documented in `schemas.py`, not built here (500 models per answer cost
     milliseconds); the OpenAPI tests validate real answers against those schemas instead.
@@ -339,14 +338,7 @@ def _json(payload: dict[str, Any]) -> Response:
         status_code=200,
         content_type=content_types.APPLICATION_JSON,
         body=json.dumps(payload, separators=(",", ":")),
-    )
-
-
-def _error(status: int, message: str, errors: list[str] | None = None) -> Response:
-    return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        body=json.dumps({"message": message, "errors": errors or []}, separators=(",", ":")),
+        headers=dict(NO_STORE),
     )
 
 

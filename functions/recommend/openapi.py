@@ -1,4 +1,4 @@
-"""The Recommendations API's OpenAPI document, generated from the resolver's routes.
+"""The API's OpenAPI document (collect and recommend routes), generated from the resolvers' routes.
 
 `python -m functions.recommend.openapi` rewrites docs/openapi.json; a test fails when the
 committed document and the routes disagree.
@@ -24,10 +24,14 @@ def documented_resolver() -> APIGatewayHttpResolver:
 
     A route of the handler without an entry in `schemas.ROUTES` (or the reverse) is an error.
     """
+    from functions.collect.app import app as collect_app
     from functions.recommend import schemas
-    from functions.recommend.app import app
+    from functions.recommend.app import app as recommend_app
 
-    routes = app._static_routes + app._dynamic_routes  # Powertools keeps no public route list
+    # Powertools keeps no public route list.
+    routes = [
+        route for app in (collect_app, recommend_app) for route in app._static_routes + app._dynamic_routes
+    ]
     served = {(route.method, route.path) for route in routes}
     if served != set(schemas.ROUTES):
         raise ValueError(f"routes and schemas.ROUTES disagree: {sorted(served ^ set(schemas.ROUTES))}")
@@ -51,11 +55,12 @@ def documented_resolver() -> APIGatewayHttpResolver:
 def document() -> str:
     """The OpenAPI 3 document of the recommend routes as stable, indented JSON."""
     schema = documented_resolver().get_openapi_json_schema(
-        title="rtrec Recommendations API",
+        title="rtrec API",
         version="1.0.0",
         description=(
-            "Real-time recommendations for the caller. The user is always the JWT `sub` "
-            "(API Gateway JWT authorizer); no route takes a user id."
+            "Behaviour events in, real-time recommendations out. The user is always the JWT `sub` "
+            "(API Gateway JWT authorizer); no route takes a user id. Every error has the shape "
+            '`{"message": ..., "errors": [...]}`.'
         ),
         security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
         security=[{"jwt": []}],
@@ -65,6 +70,9 @@ def document() -> str:
     for path in data["paths"].values():
         for operation in path.values():
             operation["responses"].pop("422", None)
+            for response in operation["responses"].values():
+                if response.get("content") == {"application/json": {}}:
+                    del response["content"]  # a 204 has no body
     for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
         data["components"]["schemas"].pop(name, None)
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
@@ -74,6 +82,7 @@ def main() -> None:
     # Importing the handler needs the template's environment; the values do not reach the document.
     for name, value in {
         "USER_STATE_TABLE": "UserState",
+        "EVENT_STREAM_NAME": "Events",
         "MODEL_DIR": str(DOCUMENT_PATH.parents[1] / "layers" / "model" / "model"),
         "AWS_DEFAULT_REGION": "us-east-1",
         "POWERTOOLS_SERVICE_NAME": "rtrec",

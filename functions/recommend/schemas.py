@@ -9,16 +9,30 @@ valid under them are accepted.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from functions.recommend.app import MAX_K, MAX_LIST_ITEMS
-from rtrec.events import MAX_ID_LENGTH
+from functions.recommend.app import MAX_EXCLUDE_PARAMETER, MAX_GENRE_PARAMETER, MAX_K, MAX_LIST_ITEMS
+from rtrec.events import (
+    MAX_CONTEXT_ENTRIES,
+    MAX_CONTEXT_VALUE_LENGTH,
+    MAX_EVENT_VALUE,
+    MAX_EVENTS_PER_REQUEST,
+    MAX_ID_LENGTH,
+)
+from rtrec.features import EVENT_TYPES, GENRES
+from rtrec.http import id_list_pattern
 from rtrec.ranking import REASONS
 
-ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+# What rtrec.events.check_text accepts: no control characters, not blank.
+IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=IDENTIFIER_PATTERN)]
+# What the handler's genre parser accepts: known genres in any case, comma-separated, blanks skipped.
+_GENRE_NAME = "|".join(re.escape(genre) for genre in GENRES)
+GENRE_PATTERN = rf"(?i)^\s*(?:{_GENRE_NAME})?\s*(?:,\s*(?:{_GENRE_NAME})?\s*)*$"
 Reason = Literal[REASONS]  # type: ignore[valid-type]
 
 
@@ -64,16 +78,63 @@ class ErrorResponse(BaseModel):
     errors: list[str] = []
 
 
+class ClientEvent(BaseModel):
+    """One behaviour event; the user is the token's `sub`, never a field."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_id: ItemId = Field(description="Unique per user; a re-send with the same id counts once (24 h).")
+    item_id: ItemId
+    type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
+    timestamp: int | str = Field(
+        description="Epoch milliseconds or ISO-8601 with a zone; from 2000-01-01 to 5 minutes ahead."
+    )
+    value: float | None = Field(
+        default=None,
+        description=f"rating: 0..5; other types: 0..{MAX_EVENT_VALUE:g} (a quantity, price or dwell time).",
+    )
+    session_id: ItemId | None = None
+    recommendation_id: ItemId | None = Field(default=None, description="The answer this event follows.")
+    context: dict[str, Annotated[str, StringConstraints(max_length=MAX_CONTEXT_VALUE_LENGTH)]] | None = Field(
+        default=None,
+        max_length=MAX_CONTEXT_ENTRIES,
+        description="A flat map of strings (screen, position ...).",
+    )
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[ClientEvent] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="Position of the event in the request.")
+    reason: str = Field(
+        description='Why it was not stored; "retry this event" when sending it again can work.'
+    )
+
+
+class EventsAccepted(BaseModel):
+    accepted: int = Field(description="Events written to the stream.")
+    rejected: list[RejectedEvent]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"model": ErrorResponse}}}
+
+
+# Every route can answer these: the one error shape, whatever went wrong.
+_COMMON_ERRORS = {
+    400: _error("Invalid request"),
+    401: _error("Missing or invalid token"),
+    403: _error("The token's subject cannot be used as a user id"),
+}
+
+
 def _responses(model: type[BaseModel]) -> dict[int, dict[str, Any]]:
-    """OpenAPI responses of a route: its answer, and the two errors every route can give."""
-
-    def json_of(schema: type[BaseModel]) -> dict[str, Any]:
-        return {"application/json": {"model": schema}}
-
+    """OpenAPI responses of a route: its answer, and the errors every route can give."""
     return {
-        200: {"description": "The answer", "content": json_of(model)},
-        400: {"description": "Invalid request", "content": json_of(ErrorResponse)},
-        401: {"description": "Missing or invalid token", "content": json_of(ErrorResponse)},
+        200: {"description": "The answer", "content": {"application/json": {"model": model}}},
+        **_COMMON_ERRORS,
     }
 
 
@@ -85,12 +146,18 @@ def get_recommendations(
     k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items (1..100).")] = 10,
     genre: Annotated[
         str | None,
-        Query(max_length=400, description="Comma-separated genres to restrict to, e.g. Action,Drama."),
+        Query(
+            max_length=MAX_GENRE_PARAMETER,
+            pattern=GENRE_PATTERN,
+            description="Comma-separated genres to restrict to, e.g. Action,Drama.",
+        ),
     ] = None,
     exclude: Annotated[
         str | None,
         Query(
-            max_length=MAX_LIST_ITEMS * (MAX_ID_LENGTH + 1), description="Comma-separated item ids (≤ 500)."
+            max_length=MAX_EXCLUDE_PARAMETER,
+            pattern=id_list_pattern(MAX_ID_LENGTH),
+            description="Comma-separated item ids to leave out.",
         ),
     ] = None,
 ):
@@ -105,17 +172,40 @@ def get_interests():
     """GET /v1/interests (documentation only)."""
 
 
+def delete_me():
+    """DELETE /v1/me (documentation only)."""
+
+
+def post_events(request: Annotated[EventsRequest, Body()]):
+    """POST /v1/events (documentation only)."""
+
+
+_BODY_ERRORS = {413: _error("Body larger than 64 KiB"), 415: _error("Body is not UTF-8 JSON")}
+_UNAVAILABLE = {503: _error("Nothing was done; retry (see Retry-After)")}
+
 ROUTES: dict[tuple[str, str], tuple[Any, dict[int, dict[str, Any]]]] = {
     ("GET", "/v1/recommendations"): (get_recommendations, _responses(RecommendationsResponse)),
-    ("POST", "/v1/recommendations/rank"): (
-        rank_items,
+    ("POST", "/v1/recommendations/rank"): (rank_items, {**_responses(RankResponse), **_BODY_ERRORS}),
+    ("GET", "/v1/interests"): (get_interests, _responses(InterestsResponse)),
+    ("DELETE", "/v1/me"): (
+        delete_me,
         {
-            **_responses(RankResponse),
-            415: {
-                "description": "Body is not JSON",
-                "content": {"application/json": {"model": ErrorResponse}},
-            },
+            204: {"description": "The caller's state is gone (also when there was none)"},
+            **_COMMON_ERRORS,
+            **_UNAVAILABLE,
         },
     ),
-    ("GET", "/v1/interests"): (get_interests, _responses(InterestsResponse)),
+    ("POST", "/v1/events"): (
+        post_events,
+        {
+            202: {
+                "description": "Understood; `rejected` lists every event not stored and why",
+                "content": {"application/json": {"model": EventsAccepted}},
+            },
+            **_COMMON_ERRORS,
+            **_BODY_ERRORS,
+            500: _error("The service is misconfigured (nothing was stored)"),
+            **_UNAVAILABLE,
+        },
+    ),
 }

@@ -11,6 +11,7 @@ import pytest
 from rtrec import ranking
 from rtrec.features import GENRE_INDEX, GENRES, Catalog, HistoryStep
 from rtrec.recommender import Recommender, RecommenderConfig
+from rtrec.state import item_key
 
 GENRE_CYCLE = [GENRE_INDEX[g] for g in ("Action", "Comedy", "Drama", "Horror")]
 
@@ -67,7 +68,8 @@ class FakeScorer:
 class State:
     def __init__(self, steps=(), seen=None, interests=None):
         self._steps = [HistoryStep(item, "click") for item in steps]
-        self.seen_items = list(seen if seen is not None else dict.fromkeys(steps))
+        seen_ids = list(seen if seen is not None else dict.fromkeys(steps))
+        self.seen = np.array([item_key(i) for i in seen_ids], dtype="<u4")
         self.interests = interests or {}
 
     def history(self):
@@ -240,10 +242,3 @@ def test_interests_come_from_the_model_then_state_then_the_catalog_prior(service
     assert list(prior.interests) == list(GENRES)
     for outcome in (model, from_state, prior):
         assert sum(outcome.interests.values()) == pytest.approx(1.0, abs=1e-5)
-
-
-def test_config_reads_the_environment():
-    config = RecommenderConfig.from_env(
-        {"RETRIEVAL_SIZE": "500", "EXPLORATION_SHARE": "0.2", "GENRE_CAP_SHARE": "0.3"}
-    )
-    assert config == RecommenderConfig(retrieval_size=500, exploration_share=0.2, genre_cap_share=0.3)

@@ -59,7 +59,9 @@ def env(user_state_table, monkeypatch):
 
 
 def run(records, remaining_ms: int = 60_000) -> list[str]:
-    response = ingest.lambda_handler({"Records": records}, FakeContext("IngestFunction", remaining_ms=remaining_ms))
+    response = ingest.lambda_handler(
+        {"Records": records}, FakeContext("IngestFunction", remaining_ms=remaining_ms)
+    )
     return [f["itemIdentifier"] for f in response["batchItemFailures"]]
 
 

@@ -6,10 +6,7 @@ Runs the real handler against the real store on moto and the real model artifact
 
 from __future__ import annotations
 
-import base64
-import copy
 import io
-import itertools
 import json
 import os
 import subprocess
@@ -20,69 +17,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pytest
 
 from functions.ingest import app as ingest_app
 from functions.recommend import app as recommend_app
 from rtrec.features import GENRES
+from rtrec.ingest import BatchIngestor
 from rtrec.recommender import Recommender
-from rtrec.state import Interaction, UserState
+from rtrec.settings import RecommendSettings
+from rtrec.state import Interaction, UserState, item_key
 from rtrec.stores.dead_letters import DeadLetterQueue
 from rtrec.stores.user_state import UserStateStore
+from tests import builders
+from tests.builders import FakeContext, event_record
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 ALLOWED_ORIGIN = "https://app.example.com"
 
 
-@dataclass
-class FakeContext:
-    function_name: str = "RecommendFunction"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:RecommendFunction"
-    aws_request_id: str = "test-request"
-
-
-def fixture_event(name: str) -> dict:
-    return json.loads((EVENTS_DIR / name).read_text())
-
-
-def http_event(
-    method: str,
-    path: str,
-    *,
-    sub: str | None = "user-a",
-    query: dict[str, str] | None = None,
-    body: object = None,
-    raw_body: str | None = None,
-    origin: str | None = ALLOWED_ORIGIN,
-) -> dict:
-    """An HTTP API v2 event as API Gateway sends it after the JWT authorizer accepted the token."""
-    event = copy.deepcopy(fixture_event("http-get-recommendations.json"))
-    event["routeKey"] = event["requestContext"]["routeKey"] = f"{method} {path}"
-    event["rawPath"] = event["requestContext"]["http"]["path"] = path
-    event["requestContext"]["http"]["method"] = method
-    event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in (query or {}).items())
-    event.pop("queryStringParameters", None)
-    if query:
-        event["queryStringParameters"] = dict(query)
-    claims = event["requestContext"]["authorizer"]["jwt"]["claims"]
-    if sub is None:
-        del event["requestContext"]["authorizer"]
-    else:
-        claims["sub"] = sub
-    event["headers"].pop("origin", None)
-    if origin:
-        event["headers"]["origin"] = origin
-    if body is not None or raw_body is not None:
-        event["headers"]["content-type"] = "application/json"
-        event["body"] = raw_body if raw_body is not None else json.dumps(body)
-    return event
+def http_event(method: str, path: str, **kwargs) -> dict:
+    return builders.http_event(method, path, **kwargs)
 
 
 def seed_state(table, user_id: str, item_ids: list[str]) -> None:
     """Store a state item directly (the ingest path has its own tests; this one sets up a history)."""
     recent = [Interaction(i, "click", 1_795_800_000_000 + n, f"e{n}") for n, i in enumerate(item_ids)]
-    state = UserState(user_id=user_id, version=1, recent=recent, seen_items=list(dict.fromkeys(item_ids)))
+    seen = np.array([item_key(i) for i in dict.fromkeys(item_ids)], dtype="<u4")
+    state = UserState(user_id=user_id, version=1, recent=recent, seen=seen)
     table.put_item(Item=state.to_item())
 
 
@@ -96,10 +58,16 @@ class Answer:
 @pytest.fixture
 def api(user_state_table, monkeypatch):
     """Calls the real handler with the store bound to the moto table."""
-    monkeypatch.setattr(recommend_app, "user_states", UserStateStore.from_env())
+    monkeypatch.setattr(
+        recommend_app,
+        "user_states",
+        UserStateStore.from_client(boto3.client("dynamodb"), user_state_table.name),
+    )
 
     def call(method: str, path: str, **kwargs) -> Answer:
-        response = recommend_app.lambda_handler(http_event(method, path, **kwargs), FakeContext())
+        response = recommend_app.lambda_handler(
+            http_event(method, path, **kwargs), FakeContext("RecommendFunction", 1024)
+        )
         body = json.loads(response["body"]) if response.get("body") else {}
         return Answer(response["statusCode"], body, response.get("headers") or {})
 
@@ -111,42 +79,30 @@ def ingest_events(user_state_table, monkeypatch):
     """Feeds events through the real ingest handler (Kinesis records -> fold -> UserState on moto)."""
     sqs = boto3.client("sqs")
     queue_url = sqs.create_queue(QueueName="test-dlq")["QueueUrl"]
-    deps = ingest_app.Dependencies(
-        store=UserStateStore.from_env(),
+    ingestor = BatchIngestor(
+        store=UserStateStore.from_client(boto3.client("dynamodb"), user_state_table.name),
         dead_letters=DeadLetterQueue(sqs, queue_url),
         catalog=recommend_app.recommender.catalog,
     )
-    monkeypatch.setattr(ingest_app, "deps", deps)
-    sequence = itertools.count(1)
+    monkeypatch.setattr(ingest_app, "ingestor", ingestor)
 
     def send(user_id: str, events: list[tuple[str, str, float | None]]) -> None:
         now = int(time.time() * 1000)
         records = []
         for n, (item_id, kind, value) in enumerate(events):
-            payload = {"user_id": user_id, "event_id": uuid.uuid4().hex, "item_id": item_id, "type": kind}
-            payload["ts"] = now - len(events) + n
-            if value is not None:
-                payload["value"] = value
-            number = f"4965{next(sequence):020d}"
+            fields = {} if value is None else {"value": value}
             records.append(
-                {
-                    "kinesis": {
-                        "partitionKey": user_id,
-                        "sequenceNumber": number,
-                        "data": base64.b64encode(json.dumps(payload).encode()).decode(),
-                        "approximateArrivalTimestamp": now / 1000,
-                    },
-                    "eventSource": "aws:kinesis",
-                    "eventID": f"shardId-000000000000:{number}",
-                    "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/test-events",
-                }
+                event_record(user_id, uuid.uuid4().hex, now - len(events) + n, item_id, kind, **fields)
             )
-        response = ingest_app.lambda_handler(
-            {"Records": records}, FakeContext(function_name="IngestFunction")
-        )
+        response = ingest_app.lambda_handler({"Records": records}, FakeContext("IngestFunction"))
         assert response == {"batchItemFailures": []}
 
     return send
+
+
+def text(answer: Answer) -> str:
+    """The error's message and details, for assertions on what it says."""
+    return " ".join([answer.body["message"], *answer.body["errors"]])
 
 
 def item_ids(answer: Answer) -> list[str]:
@@ -234,8 +190,12 @@ def test_the_real_model_is_loaded_once_at_import():
     "fixture", ["http-get-recommendations.json", "http-post-rank.json", "http-get-interests.json"]
 )
 def test_the_sam_fixture_events_are_answered(fixture, user_state_table, monkeypatch):
-    monkeypatch.setattr(recommend_app, "user_states", UserStateStore.from_env())
-    response = recommend_app.lambda_handler(fixture_event(fixture), FakeContext())
+    monkeypatch.setattr(
+        recommend_app,
+        "user_states",
+        UserStateStore.from_client(boto3.client("dynamodb"), user_state_table.name),
+    )
+    response = recommend_app.lambda_handler(builders.fixture(fixture), FakeContext("RecommendFunction", 1024))
     assert response["statusCode"] == 200, response["body"]
 
 
@@ -274,7 +234,7 @@ def test_genre_filter_accepts_known_genres_case_insensitively(api):
 def test_an_unknown_genre_is_a_400_listing_the_known_ones(api):
     answer = api("GET", "/v1/recommendations", query={"genre": "Action,Telenovela"})
     assert answer.status == 400
-    assert "Telenovela" in answer.body["message"] and "Film-Noir" in answer.body["message"]
+    assert "Telenovela" in text(answer) and "Film-Noir" in text(answer)
 
 
 @pytest.mark.parametrize(
@@ -288,16 +248,18 @@ def test_an_unknown_genre_is_a_400_listing_the_known_ones(api):
 def test_unknown_query_parameters_are_refused(api, path, query):
     answer = api("GET", path, query=query)
     assert answer.status == 400
-    assert "unknown query parameter" in answer.body["message"]
+    assert "unknown parameter" in text(answer)
 
 
-def test_excluded_items_are_left_out_and_long_lists_refused(api):
+def test_excluded_items_are_left_out_and_overlong_values_refused(api):
     top = [i["item_id"] for i in api("GET", "/v1/recommendations", query={"k": "5"}).body["items"]]
     answer = api("GET", "/v1/recommendations", query={"k": "5", "exclude": ",".join(top[:3])})
     assert answer.status == 200
     assert not set(top[:3]) & {i["item_id"] for i in answer.body["items"]}
-    too_many = api("GET", "/v1/recommendations", query={"exclude": ",".join(str(i) for i in range(501))})
-    assert too_many.status == 400 and "at most 500" in too_many.body["message"]
+    too_long = api("GET", "/v1/recommendations", query={"exclude": "x" * 65})
+    assert too_long.status == 400 and "at most 64" in text(too_long)
+    oversized = api("GET", "/v1/recommendations", query={"exclude": "1," * 20_000})
+    assert oversized.status == 400 and "characters" in text(oversized)
 
 
 @pytest.mark.parametrize(
@@ -325,13 +287,20 @@ def test_cors_headers_only_for_the_configured_origins(api):
     assert not any(h.lower().startswith("access-control") for h in other.headers)
 
 
+def cors_for(origins: str):
+    settings = RecommendSettings.from_env(
+        {"USER_STATE_TABLE": "t", "MODEL_DIR": "m", "ALLOWED_ORIGINS": origins}
+    )
+    return recommend_app._cors(settings.allowed_origins)
+
+
 def test_no_configured_origins_means_no_cors_at_all():
-    assert recommend_app._cors("") is None
-    config = recommend_app._cors("https://a.example, https://b.example")
+    assert cors_for("") is None
+    config = cors_for("https://a.example, https://b.example")
     assert config.to_dict("https://b.example")["Access-Control-Allow-Origin"] == "https://b.example"
     assert config.to_dict("https://c.example") == {}
-    assert recommend_app._cors("*") is None
-    assert recommend_app._cors("*, https://a.example").to_dict("https://evil.example") == {}
+    assert cors_for("*") is None
+    assert cors_for("*, https://a.example").to_dict("https://evil.example") == {}
 
 
 def test_rank_orders_candidates_and_reports_unknown_ids(api):
@@ -376,14 +345,14 @@ def test_bad_rank_bodies_are_clear_400s(api, body, raw, expected):
 def test_a_non_json_content_type_is_a_clear_415(api):
     event = http_event("POST", "/v1/recommendations/rank", body={"item_ids": ["1"]})
     event["headers"]["content-type"] = "text/plain"
-    response = recommend_app.lambda_handler(event, FakeContext())
+    response = recommend_app.lambda_handler(event, FakeContext("RecommendFunction", 1024))
     assert response["statusCode"] == 415
     assert "application/json" in json.loads(response["body"])["message"]
 
 
 def test_rank_refuses_query_parameters(api):
     answer = api("POST", "/v1/recommendations/rank", query={"user_id": "b"}, body={"item_ids": ["1"]})
-    assert answer.status == 400 and "unknown query parameter" in answer.body["message"]
+    assert answer.status == 400 and "unknown parameter" in text(answer)
 
 
 def test_interests_of_a_new_user_are_a_distribution_over_all_genres(api):
@@ -471,7 +440,9 @@ def test_a_model_that_never_loaded_still_answers(api, monkeypatch, tmp_path):
 def test_a_failed_state_read_degrades_instead_of_failing(aws, monkeypatch, capsys):
     missing_table = UserStateStore.from_client(boto3.client("dynamodb"), "no-such-table")
     monkeypatch.setattr(recommend_app, "user_states", missing_table)
-    response = recommend_app.lambda_handler(http_event("GET", "/v1/recommendations"), FakeContext())
+    response = recommend_app.lambda_handler(
+        http_event("GET", "/v1/recommendations"), FakeContext("RecommendFunction", 1024)
+    )
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["degraded"] is True
     assert "StateReadFailures" in metric_names(capsys.readouterr().out)
@@ -526,17 +497,21 @@ def test_template_routes_every_recommend_path_through_the_jwt_authorizer_with_a_
         ("/v1/recommendations", "get"),
         ("/v1/recommendations/rank", "post"),
         ("/v1/interests", "get"),
+        ("/v1/me", "delete"),
     ]:
         operation = paths[path][method]
-        assert operation["security"] == [{"CognitoAuthorizer": []}]
-        assert "RecommendFunction.Arn" in operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+        assert list(operation["security"][0]) == ["CognitoAuthorizer"]
+        assert "RecommendFunctionAliaslive" in operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
     statements = [
         statement
         for policy in resources["RecommendFunctionRole"]["Properties"]["Policies"]
         for statement in policy["PolicyDocument"]["Statement"]
     ]
     table_arn = {"Fn::GetAtt": ["UserStateTable", "Arn"]}
-    assert statements == [{"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": table_arn}]
+    assert statements == [
+        {"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": table_arn},
+        {"Effect": "Allow", "Action": ["dynamodb:DeleteItem"], "Resource": table_arn},
+    ]
     function = resources["RecommendFunction"]["Properties"]
     assert function["Handler"] == "app.lambda_handler" and function["Runtime"] == "python3.12"
     assert {"Ref": next(k for k in resources if k.startswith("ModelLayer"))} in function["Layers"]

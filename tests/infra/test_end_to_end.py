@@ -156,12 +156,12 @@ def test_poison_record_lands_in_the_dead_letter_queue(local_stack):
 
     def poison_letter():
         for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
-            if "not JSON" in message["Body"]:
+            if "not valid JSON" in message["Body"]:
                 return json.loads(message["Body"])
         return None
 
     letter = wait_for(poison_letter)
-    assert "not JSON" in letter["reason"]
+    assert "not valid JSON" in letter["reason"]
 
 
 def test_ctrl_c_stops_everything_cleanly(tmp_path):

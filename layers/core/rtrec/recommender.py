@@ -8,7 +8,6 @@ popularity and marks the outcome degraded, so the API keeps serving.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from rtrec import ranking
 from rtrec.features import GENRE_INDEX, GENRES, PAD_INDEX, Catalog, HistoryStep, encode_history
 from rtrec.ranking import Pick, RankingRules
+from rtrec.state import item_key
 
 SOURCE_MODEL = "model"
 SOURCE_COLD_START = "cold_start"
@@ -44,7 +44,7 @@ class ScorerLike(Protocol):
 class StateLike(Protocol):
     """The part of `rtrec.state.UserState` the service reads."""
 
-    seen_items: list[str]
+    seen: np.ndarray  # item_key of every item the user interacted with
     interests: dict[str, Any]
 
     def history(self) -> list[HistoryStep]: ...
@@ -52,20 +52,11 @@ class StateLike(Protocol):
 
 @dataclass(frozen=True)
 class RecommenderConfig:
-    """Service settings (from environment variables in the Lambda)."""
+    """Service settings (the Lambda takes them from ``rtrec.settings.RecommendSettings``)."""
 
     retrieval_size: int = 128  # the model's shortlist width: one fixed-shape ranking call
     exploration_share: float = 0.1
     genre_cap_share: float = 0.5
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> RecommenderConfig:
-        env = os.environ if environ is None else environ
-        return cls(
-            retrieval_size=int(env.get("RETRIEVAL_SIZE", cls.retrieval_size)),
-            exploration_share=float(env.get("EXPLORATION_SHARE", cls.exploration_share)),
-            genre_cap_share=float(env.get("GENRE_CAP_SHARE", cls.genre_cap_share)),
-        )
 
 
 @dataclass
@@ -101,6 +92,10 @@ class Recommender:
             self._genre_matrix = catalog.genre_matrix()
             self._genre_mask = self._genre_matrix.astype(bool)
             self._genre_prior = _normalise(catalog.popularity @ self._genre_matrix[1:])
+            # The seen set holds item keys, not model indices, so it survives a new model version.
+            self._item_keys = np.concatenate(
+                [np.zeros(1, dtype="<u4"), np.fromiter((item_key(i) for i in catalog.item_ids), dtype="<u4")]
+            )
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, config: RecommenderConfig | None = None) -> Recommender:
@@ -143,10 +138,12 @@ class Recommender:
             filter_genres=genre_ids,
         )
         history = state.history() if state is not None else []
-        blocked_ids = [*exclude_item_ids, *(state.seen_items if state is not None else ()), *_ids(history)]
+        blocked_ids = [*exclude_item_ids, *_ids(history)]
         mask = ranking.allowed_mask(
             len(catalog), (catalog.index_of(i) for i in blocked_ids), self._genre_mask, genre_ids
         )
+        if state is not None and len(state.seen):
+            mask &= ~np.isin(self._item_keys, state.seen)
         items, signals = encode_history(history, catalog)
 
         if state is None or not items.any():

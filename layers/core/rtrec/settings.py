@@ -144,11 +144,12 @@ class RecommendSettings:
             # At most half the list explores: beyond that the answer stops being a recommendation.
             exploration_share=env.number("EXPLORATION_SHARE", 0.1, 0.0, 0.5),
             genre_cap_share=env.number("GENRE_CAP_SHARE", 0.5, 0.05, 1.0),
-            # A degraded answer (popular items) within about a second beats a late personalised one:
-            # two short attempts, then the fallback.
+            # A degraded answer (popular items) within a second beats a late personalised one. One
+            # attempt: botocore's backoff before a retry can alone take up to a second; the client's
+            # next request is the retry.
             dynamodb=ClientTimeouts(
-                connect_s=env.number("DYNAMODB_CONNECT_TIMEOUT_S", 0.2, 0.05, 5),
-                read_s=env.number("DYNAMODB_READ_TIMEOUT_S", 0.25, 0.05, 5),
-                max_attempts=env.integer("DYNAMODB_MAX_ATTEMPTS", 2, 1, 5),
+                connect_s=env.number("DYNAMODB_CONNECT_TIMEOUT_S", 0.25, 0.05, 5),
+                read_s=env.number("DYNAMODB_READ_TIMEOUT_S", 0.5, 0.05, 5),
+                max_attempts=env.integer("DYNAMODB_MAX_ATTEMPTS", 1, 1, 5),
             ),
         )
