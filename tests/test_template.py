@@ -414,6 +414,23 @@ def test_app_client_is_granted_exactly_the_resource_servers_scopes():
     assert "ALLOW_USER_PASSWORD_AUTH" in p["ExplicitAuthFlows"]  # scripts/get_token.py
     without = under({"EnablePasswordAuth": "false"})["Resources"]["UserPoolClient"]["Properties"]
     assert without["ExplicitAuthFlows"] == ["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
+    # The code flow needs the pool's OAuth endpoints: a domain, when a prefix is given.
+    assert "UserPoolDomain" not in resources
+    with_domain = under({"UserPoolDomainPrefix": "rtrec-demo"})
+    assert with_domain["Resources"]["UserPoolDomain"]["Properties"] == {
+        "UserPoolId": {"Ref": "UserPool"},
+        "Domain": "rtrec-demo",
+    }
+    assert "OAuthBaseUrl" in with_domain["Outputs"]
+    external = under({**EXTERNAL_IDP, "UserPoolDomainPrefix": "rtrec-demo"})
+    assert "UserPoolDomain" not in external["Resources"] and "OAuthBaseUrl" not in external["Outputs"]
+    pattern = re.compile(TEMPLATE["Parameters"]["UserPoolDomainPrefix"]["AllowedPattern"])
+    assert (
+        pattern.match("")
+        and pattern.match("rtrec-demo")
+        and not pattern.match("-x")
+        and not pattern.match("A")
+    )
 
 
 def _trigger_module():
