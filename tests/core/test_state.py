@@ -16,6 +16,7 @@ from rtrec.features import EVENT_TYPES, Catalog, HistoryStep
 from rtrec.state import (
     INTEREST_HALF_LIFE_MS,
     RECENT_LIMIT,
+    StreamPosition,
     UserState,
     event_key,
     fold,
@@ -242,3 +243,56 @@ def test_get_many_falls_back_to_single_reads_for_unprocessed_keys(wire, user_sta
     states = store.get_many(["a", "b"])
     assert ThrottledClient.calls == 8
     assert states["a"].counts == {"view": 1} and states["b"] is None
+
+
+# --- the property: every redelivery Kinesis can make, and client re-sends, count each event once ---
+
+
+def canonical_without_positions(state: UserState) -> dict:
+    item = canonical(state)
+    del item["shard_marks"], item["version"], item["event_applied_at"]
+    return item
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    events=st.lists(event_strategy, min_size=1, max_size=80, unique_by=lambda e: e.event_id),
+    seed=st.integers(0, 2**32 - 1),
+    resend_share=st.floats(0, 0.5),
+)
+def test_every_redelivery_and_resend_counts_each_event_once(events, seed, resend_share):
+    """Batches end at random points; a failure makes Kinesis deliver again from any earlier record
+    of the failed batch (records keep their sequence numbers), and clients re-send some events
+    later under new sequence numbers. The state is the state of each event applied once."""
+    rng = random.Random(seed)
+    stream: list[Event] = []
+    for event in events:
+        stream.append(event)
+        if rng.random() < resend_share:  # the client did not see the 202 and sends the event again
+            stream.insert(rng.randint(len(stream), len(stream) + 5), event)
+    positions = [StreamPosition("shardId-0", 1000 + n) for n in range(len(stream))]
+
+    state = None
+    start, rounds = 0, 0
+    while start < len(stream):
+        rounds += 1
+        batch = range(start, min(len(stream), start + rng.randint(1, 30)))
+        written = len(batch) if rounds > 200 else rng.randint(0, len(batch))  # what reached the table
+        if written:
+            chosen = list(batch)[:written]
+            result = fold(
+                state,
+                "u1",
+                [stream[i] for i in chosen],
+                CATALOG,
+                NOW,
+                positions=[positions[i] for i in chosen],
+            )
+            state = result.state if result.changed else state
+        # The next delivery starts anywhere from the batch's first record to the first one not written.
+        start = rng.randint(batch.start, batch.start + written) if written < len(batch) else batch.stop
+        start = max(start, batch.start + (1 if rounds > 200 else 0))
+
+    reference = fold(None, "u1", events, CATALOG, NOW).state
+    assert canonical_without_positions(state) == canonical_without_positions(reference)
+    assert state.counts == reference.counts
