@@ -33,6 +33,9 @@ os.environ.update(
         "ALLOWED_ORIGINS": "https://app.example.com",
         "USER_STATE_TTL_DAYS": "180",
         "POWERTOOLS_LOG_LEVEL": "INFO",
+        # Tests call the handlers far faster than a person; the limits have their own tests.
+        "PER_USER_EVENT_RATE": "0",
+        "PER_USER_REQUEST_RATE": "0",
     }
 )
 

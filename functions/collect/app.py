@@ -21,7 +21,16 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from rtrec.events import MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST, InvalidEvent, validate_client_event
-from rtrec.http import NO_STORE, RequestError, caller_id, claims_of, install_error_handlers, json_body
+from rtrec.http import (
+    NO_STORE,
+    RequestError,
+    caller_id,
+    claims_of,
+    install_error_handlers,
+    json_body,
+    too_many,
+)
+from rtrec.limits import PerUserLimiter
 from rtrec.settings import CollectSettings
 from rtrec.stores.clients import aws_client
 from rtrec.stores.errors import StoreUnavailable
@@ -33,6 +42,7 @@ metrics = Metrics()
 
 settings = CollectSettings.from_env()
 event_stream = EventStream(aws_client("kinesis", settings.kinesis), settings.stream_name)
+per_user = PerUserLimiter(settings.per_user_events)
 _origins = settings.allowed_origins
 app = APIGatewayHttpResolver(
     cors=CORSConfig(
@@ -82,6 +92,7 @@ def post_events() -> Response:
     try:
         user_id = caller_id(claims_of(app.current_event))
         raw_events = _events_from_body()
+        too_many(per_user.take(user_id, len(raw_events)))
     except RequestError:
         metrics.add_metric(name="RequestsRejected", unit=MetricUnit.Count, value=1)
         raise

@@ -41,13 +41,23 @@ from rtrec.http import (
     install_error_handlers,
     json_body,
     query,
+    too_many,
 )
+from rtrec.limits import PerUserLimiter
 from rtrec.ranking import Pick
 from rtrec.recommender import Outcome, Recommender, RecommenderConfig
 from rtrec.settings import RecommendSettings
 from rtrec.stores.clients import aws_client
 from rtrec.stores.errors import StoreError
 from rtrec.stores.user_state import UserStateStore
+
+try:  # Lambda's python3.12+ runtime; SnapStart calls the registered hooks after each restore
+    from snapshot_restore_py import register_after_restore
+except ImportError:  # elsewhere (tests, the local stack) nothing is restored
+
+    def register_after_restore(hook: Any) -> Any:
+        return hook
+
 
 MAX_K = 100
 MAX_LIST_ITEMS = 500
@@ -72,6 +82,7 @@ settings = RecommendSettings.from_env()
 app = APIGatewayHttpResolver(cors=_cors(settings.allowed_origins))
 install_error_handlers(app, logger)
 user_states = UserStateStore.from_client(aws_client("dynamodb", settings.dynamodb), settings.table_name)
+per_user = PerUserLimiter(settings.per_user_requests)
 recommender = Recommender.from_model_dir(
     settings.model_dir,
     RecommenderConfig(
@@ -80,6 +91,19 @@ recommender = Recommender.from_model_dir(
         genre_cap_share=settings.genre_cap_share,
     ),
 )
+
+
+@register_after_restore
+def renew_after_restore() -> None:
+    """SnapStart: every restored copy shares what init made; give each its own connections.
+
+    Recommendation ids and exploration seeds come from uuid4 (the OS's randomness) per request, so
+    nothing else made at init must differ between copies.
+    """
+    global user_states
+    user_states = UserStateStore.from_client(aws_client("dynamodb", settings.dynamodb), settings.table_name)
+
+
 if recommender.load_error:
     logger.error("model unavailable, serving popular items", extra={"reason": recommender.load_error})
 
@@ -183,8 +207,13 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
 
 
 def _caller() -> str:
-    """The user is the token's subject, never a parameter: that is what keeps users apart."""
-    return caller_id(claims_of(app.current_event))
+    """The user is the token's subject, never a parameter: that is what keeps users apart.
+
+    Each request spends one token of the user's per-container bucket (429 when it is empty).
+    """
+    user_id = caller_id(claims_of(app.current_event))
+    too_many(per_user.take(user_id))
+    return user_id
 
 
 def _query(limits: dict[str, int]) -> dict[str, str]:

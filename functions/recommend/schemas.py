@@ -127,6 +127,7 @@ _COMMON_ERRORS = {
     400: _error("Invalid request"),
     401: _error("Missing or invalid token"),
     403: _error("The token's subject cannot be used as a user id"),
+    429: _error("Too many requests from this user; see Retry-After"),
 }
 
 

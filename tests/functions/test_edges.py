@@ -25,6 +25,7 @@ from functions.recommend import app as recommend_app
 from rtrec.events import MAX_USER_ID_LENGTH, Event
 from rtrec.features import Catalog
 from rtrec.ingest import BatchIngestor, kinesis_records
+from rtrec.limits import PerUserLimiter, RateLimit
 from rtrec.recommender import Recommender
 from rtrec.state import SEEN_CAPACITY, UserState, fold
 from rtrec.stores.clients import ClientTimeouts, aws_client
@@ -428,3 +429,41 @@ def test_store_errors_have_one_type_per_boundary():
     assert isinstance(
         classify(ClientError({"Error": {"Code": "ThrottlingException"}}, "X"), "X"), StoreUnavailable
     )
+
+
+# ---------- per-user limits ----------
+
+
+def test_one_user_cannot_take_the_whole_route(monkeypatch):
+    clock = {"now": 0.0}
+    limiter = PerUserLimiter(RateLimit(rate=5, burst=20), clock=lambda: clock["now"])
+    monkeypatch.setattr(recommend_app, "per_user", limiter)
+    monkeypatch.setattr(recommend_app, "user_states", type("NoState", (), {"get": lambda *a, **k: None})())
+
+    def status(sub: str) -> tuple[int, dict]:
+        response = recommend_app.lambda_handler(http_event("GET", "/v1/interests", sub=sub), FakeContext())
+        return response["statusCode"], response["headers"]
+
+    assert [status("greedy")[0] for _ in range(20)] == [200] * 20
+    code, headers = status("greedy")
+    assert code == 429 and headers["Retry-After"] == "1"
+    assert status("someone-else")[0] == 200  # other users are unaffected
+    clock["now"] += 1.0
+    assert [status("greedy")[0] for _ in range(6)] == [200] * 5 + [429]
+
+
+def test_events_count_against_the_users_event_rate(collect, monkeypatch):
+    clock = {"now": 0.0}
+    monkeypatch.setattr(
+        collect_app, "per_user", PerUserLimiter(RateLimit(10, 200), clock=lambda: clock["now"])
+    )
+    batch = {
+        "events": [
+            {"event_id": f"e{n}", "item_id": "1", "type": "view", "timestamp": now_ms()} for n in range(100)
+        ]
+    }
+    assert collect(batch)[0] == 202
+    assert collect(batch)[0] == 202
+    status, body = collect(batch)
+    assert status == 429 and "Retry-After" in body["message"]
+    assert len(collect.kinesis.records) == 200  # the refused request wrote nothing

@@ -518,3 +518,10 @@ def test_template_routes_every_recommend_path_through_the_jwt_authorizer_with_a_
     variables = function["Environment"]["Variables"]
     assert variables["MODEL_DIR"] == "/opt/model"
     assert {"USER_STATE_TABLE", "ALLOWED_ORIGINS", "RETRIEVAL_SIZE", "EXPLORATION_SHARE"} <= set(variables)
+
+
+def test_a_snapstart_restore_gives_the_copy_its_own_store_connections():
+    before = recommend_app.user_states
+    recommend_app.renew_after_restore()
+    after = recommend_app.user_states
+    assert after is not before and after._client is not before._client

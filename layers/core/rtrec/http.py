@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,6 +67,16 @@ def caller_id(claims: Mapping[str, Any] | None) -> str:
         raise RequestError(
             403, "the token's subject cannot be used as a user id", [f"token.sub: {error}"]
         ) from None
+
+
+def too_many(wait_s: float) -> None:
+    """Refuse with 429 when a per-user limit says to wait ``wait_s`` seconds (0 = allowed)."""
+    if wait_s > 0:
+        raise RequestError(
+            429,
+            "too many requests from this user; retry after the time in Retry-After",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str:

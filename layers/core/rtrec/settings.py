@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rtrec.limits import RateLimit
 from rtrec.stores.clients import ClientTimeouts
 
 DAY_S = 24 * 3600
@@ -61,6 +62,7 @@ class CollectSettings:
     stream_name: str
     allowed_origins: tuple[str, ...]
     kinesis: ClientTimeouts
+    per_user_events: RateLimit
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CollectSettings:
@@ -73,6 +75,11 @@ class CollectSettings:
                 connect_s=env.number("KINESIS_CONNECT_TIMEOUT_S", 0.5, 0.05, 5),
                 read_s=env.number("KINESIS_READ_TIMEOUT_S", 1.5, 0.05, 5),
                 max_attempts=env.integer("KINESIS_MAX_ATTEMPTS", 2, 1, 5),
+            ),
+            # One user at 10 events/s uses a hundredth of a shard's 1,000 records/s.
+            per_user_events=RateLimit(
+                rate=env.number("PER_USER_EVENT_RATE", 10, 0, 1000),
+                burst=env.number("PER_USER_EVENT_BURST", 200, 1, 10_000),
             ),
         )
 
@@ -132,6 +139,7 @@ class RecommendSettings:
     exploration_share: float
     genre_cap_share: float
     dynamodb: ClientTimeouts
+    per_user_requests: RateLimit
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RecommendSettings:
@@ -151,5 +159,9 @@ class RecommendSettings:
                 connect_s=env.number("DYNAMODB_CONNECT_TIMEOUT_S", 0.25, 0.05, 5),
                 read_s=env.number("DYNAMODB_READ_TIMEOUT_S", 0.5, 0.05, 5),
                 max_attempts=env.integer("DYNAMODB_MAX_ATTEMPTS", 1, 1, 5),
+            ),
+            per_user_requests=RateLimit(
+                rate=env.number("PER_USER_REQUEST_RATE", 5, 0, 1000),
+                burst=env.number("PER_USER_REQUEST_BURST", 20, 1, 10_000),
             ),
         )
