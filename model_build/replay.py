@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> dict:
     trained_at = time.time()
 
     # Exploration off: a deterministic answer per state, so the comparison is repeatable.
-    environment = {"MODEL_DIR": str(REPLAY_MODEL_DIR), "EXPLORATION_SHARE": "0"}
+    environment = {"MODEL_DIR": str(REPLAY_MODEL_DIR), "EXPLORATION_SHARE": "0", "PER_USER_REQUEST_RATE": "0"}
     environment["POWERTOOLS_LOG_LEVEL"] = "ERROR"
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     with InProcessService(TEMPLATE, environment, drop_metric_lines=True) as service:

@@ -222,7 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     # Handler logs stay in this terminal (prefixed with the function) at the chosen level;
     # CloudWatch metric lines are dropped to keep the narrative readable.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    environment = {"POWERTOOLS_LOG_LEVEL": args.log_level}
+    # The demo replays weeks of history in seconds, far above the per-user limits a person's client
+    # stays under; the limits are off here (their behaviour is tested in tests/functions/test_edges.py).
+    environment = {
+        "POWERTOOLS_LOG_LEVEL": args.log_level,
+        "PER_USER_EVENT_RATE": "0",
+        "PER_USER_REQUEST_RATE": "0",
+    }
     stack = LocalStack(environment=environment, poll_interval_s=0.05, drop_metric_lines=True)
     stack.start()
     try:
