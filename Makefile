@@ -62,7 +62,7 @@ test: lint
 # The serving code as Lambda runs it: python3.12, exactly the locked runtime (the layer is built from the
 # same lock) plus the test tools. Tests that need TensorFlow (tests/model_build) stay on 3.11, and so
 # does the tflite-runtime cross-check (tflite-runtime has no cp312 wheel).
-SERVING_TESTS := tests/core tests/functions tests/infra tests/test_openapi.py \
+SERVING_TESTS := tests/core tests/functions tests/infra tests/test_openapi.py tests/test_api_fuzz.py \
 	--deselect tests/core/test_scorer.py::test_same_answers_on_tflite_runtime
 test-312:
 	@if [ -z "$(PYTHON312)" ]; then \
