@@ -6,8 +6,9 @@ The model is loaded once per container at import; if it cannot load or a call fa
 answer comes from popularity with `"degraded": true` instead of an error.
 
 Requests are validated here by hand, not by pydantic through Powertools' validation middleware:
-that import costs ~70 ms of every cold start. The documented shapes live in `schemas.py` (dev
-time), from which `openapi.py` writes docs/openapi.json; the OpenAPI tests hold both to each other.
+importing pydantic would be paid at every cold start (measured in README.md). The documented
+shapes live in `schemas.py` (dev time), from which `openapi.py` writes docs/openapi.json; the
+OpenAPI tests hold both to each other.
 """
 
 # ruff: noqa: E402

@@ -2,7 +2,8 @@
 
 Every test here failed on the code before it: hostile bodies got a 500, accepted values could not
 be stored, a backfilled history broke its user, redeliveries past 200 events counted twice, a
-user with more than 500 items got seen items back, and an unreachable store took 25 s.
+user with more than 500 items got seen items back, and an unreachable store outlived the function's
+timeout.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ def test_a_token_reads_only_its_own_users_state_and_nothing_writes_it(api, inges
 
 
 def test_the_handler_module_does_not_import_pydantic_and_leaves_the_gc_on():
-    """pydantic costs ~70 ms of cold start the handler does not need (it validates by hand); the GC is
+    """pydantic adds cold-start time the handler does not need (it validates by hand); the GC is
     paused only while the module initialises."""
     repo = Path(__file__).resolve().parents[2]
     script = (

@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, cast, overload
 
 from rtrec.features import EVENT_TYPES
 
@@ -99,29 +99,39 @@ def parse_timestamp(raw: Any) -> int:
     if isinstance(raw, bool):
         raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds")
     if isinstance(raw, int | float):
-        if not math.isfinite(raw) or raw < 0:
-            raise InvalidEvent("timestamp must be a non-negative epoch-milliseconds number")
-        # Epoch seconds are a common client mistake; a value this small is 1973 in milliseconds.
-        if raw < 100_000_000_000:
-            raise InvalidEvent("timestamp looks like epoch seconds; send epoch milliseconds")
-        return int(raw)
+        return _epoch_ms_from_number(raw)
     if isinstance(raw, str):
-        text = raw.strip()
-        if len(text) > MAX_TIMESTAMP_TEXT:
-            raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds")
-        if text.isascii() and text.isdigit():
-            return parse_timestamp(int(text))
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds") from None
-        if parsed.tzinfo is None:
-            raise InvalidEvent("ISO-8601 timestamp needs a time zone (e.g. 'Z')")
-        try:
-            return round(parsed.timestamp() * 1000)
-        except (ValueError, OverflowError):  # a date at the edge of what datetime holds, after its offset
-            raise InvalidEvent("timestamp is outside the accepted window") from None
+        return _epoch_ms_from_text(raw)
     raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds")
+
+
+def _epoch_ms_from_number(raw: float) -> int:
+    """A JSON number (or a string of digits) read as epoch milliseconds."""
+    if not math.isfinite(raw) or raw < 0:
+        raise InvalidEvent("timestamp must be a non-negative epoch-milliseconds number")
+    # Epoch seconds are a common client mistake; a value this small is 1973 in milliseconds.
+    if raw < 100_000_000_000:
+        raise InvalidEvent("timestamp looks like epoch seconds; send epoch milliseconds")
+    return int(raw)
+
+
+def _epoch_ms_from_text(raw: str) -> int:
+    """A string: digits are epoch milliseconds, anything else must be ISO-8601 with a zone."""
+    text = raw.strip()
+    if len(text) > MAX_TIMESTAMP_TEXT:
+        raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds")
+    if text.isascii() and text.isdigit():
+        return _epoch_ms_from_number(int(text))
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidEvent("timestamp must be ISO-8601 or epoch milliseconds") from None
+    if parsed.tzinfo is None:
+        raise InvalidEvent("ISO-8601 timestamp needs a time zone (e.g. 'Z')")
+    try:
+        return round(parsed.timestamp() * 1000)
+    except (ValueError, OverflowError):  # a date at the edge of what datetime holds, after its offset
+        raise InvalidEvent("timestamp is outside the accepted window") from None
 
 
 def check_timestamp_window(ts: int, now_ms: int) -> int:
@@ -161,7 +171,11 @@ def validate_user_id(value: Any) -> str:
     return check_text(value, "user_id", MAX_USER_ID_LENGTH)
 
 
-def _identifier(raw: dict, name: str, required: bool = True) -> str | None:
+@overload
+def _identifier(raw: dict[str, Any], name: str, required: Literal[True] = ...) -> str: ...
+@overload
+def _identifier(raw: dict[str, Any], name: str, required: Literal[False]) -> str | None: ...
+def _identifier(raw: dict[str, Any], name: str, required: bool = True) -> str | None:
     value = raw.get(name)
     if value is None:
         if required:
@@ -170,16 +184,16 @@ def _identifier(raw: dict, name: str, required: bool = True) -> str | None:
     return check_text(value, name, MAX_ID_LENGTH)
 
 
-def _event_type(raw: dict) -> str:
+def _event_type(raw: dict[str, Any]) -> str:
     value = raw.get("type")
     if value is None:
         raise InvalidEvent("type is required")
     if value not in EVENT_TYPES:
         raise InvalidEvent(f"type must be one of {', '.join(EVENT_TYPES)}")
-    return value
+    return cast(str, value)  # one of EVENT_TYPES
 
 
-def _value(raw: dict, event_type: str) -> float | None:
+def _value(raw: dict[str, Any], event_type: str) -> float | None:
     value = raw.get("value")
     if value is None:
         return None
@@ -199,7 +213,7 @@ def storable_value(value: float) -> float:
     return float(format(value, ".10g"))
 
 
-def _context(raw: dict) -> dict[str, str]:
+def _context(raw: dict[str, Any]) -> dict[str, str]:
     value = raw.get("context")
     if value is None:
         return {}
@@ -220,14 +234,14 @@ def _context(raw: dict) -> dict[str, str]:
     return dict(value)
 
 
-def _reject_unknown(raw: dict, allowed: frozenset[str]) -> None:
+def _reject_unknown(raw: dict[str, Any], allowed: frozenset[str]) -> None:
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise InvalidEvent(f"unknown field(s): {', '.join(unknown)}")
 
 
 def _with_optional_fields(
-    raw: dict, user_id: str, event_id: str, item_id: str, event_type: str, ts: int
+    raw: dict[str, Any], user_id: str, event_id: str, item_id: str, event_type: str, ts: int
 ) -> Event:
     """The event from its validated required fields plus the optional ones, validated here."""
     return Event(

@@ -11,8 +11,12 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 # MovieLens-100k genre vocabulary, in the dataset's own order. The interest head
 # predicts a distribution over exactly these, and the state fold keys its
@@ -97,7 +101,7 @@ class Catalog:
 
     item_ids: list[str]
     genre_ids: list[list[int]]
-    popularity: np.ndarray
+    popularity: NDArray[Any]
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,14 +126,14 @@ class Catalog:
             return []
         return [GENRES[g] for g in self.genre_ids[index - 1]]
 
-    def genre_matrix(self) -> np.ndarray:
+    def genre_matrix(self) -> NDArray[Any]:
         """Multi-hot genres, shape (len(catalog) + 1, len(GENRES)); row 0 is padding."""
         matrix = np.zeros((len(self) + 1, len(GENRES)), dtype=np.float32)
         for row, genres in enumerate(self.genre_ids, start=1):
             matrix[row, genres] = 1.0
         return matrix
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The serialised form stored as items.json in the model artifact."""
         return {
             "genres": list(GENRES),
@@ -139,7 +143,7 @@ class Catalog:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> Catalog:
+    def from_json(cls, data: dict[str, Any]) -> Catalog:
         if list(data["genres"]) != list(GENRES):
             raise ValueError("catalog genre vocabulary does not match rtrec.features.GENRES")
         return cls(
@@ -161,7 +165,7 @@ def encode_history(
     steps: Iterable[HistoryStep],
     catalog: Catalog,
     length: int = SEQUENCE_LENGTH,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """Encode a history (oldest first) as (item indices, signal indices), each int32[length].
 
     Items the catalog does not know are dropped from the model input (they stay
@@ -179,7 +183,7 @@ def encode_history(
     return _left_pad(items[-length:], length), _left_pad(signals[-length:], length)
 
 
-def _left_pad(values: Sequence[int], length: int) -> np.ndarray:
+def _left_pad(values: Sequence[int], length: int) -> NDArray[Any]:
     out = np.full(length, PAD_INDEX, dtype=np.int32)
     if values:
         out[length - len(values) :] = values

@@ -40,8 +40,8 @@ class RequestError(Exception):
         self.headers = dict(headers or {})
 
 
-def error_body(status: int, message: str, errors: list[str] | None = None) -> str:
-    """The one error shape of the API, serialised."""
+def error_body(status: int, message: str | dict[Any, Any], errors: list[str] | None = None) -> str:
+    """The one error shape of the API, serialised (Powertools' ServiceError may carry a dict message)."""
     return json.dumps({"message": message, "errors": list(errors or [])}, separators=(",", ":"))
 
 
@@ -86,7 +86,7 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str:
     return ""
 
 
-def body_bytes(body: str | None, is_base64_encoded: bool, max_bytes: int) -> bytes:
+def body_bytes(body: str | None, is_base64_encoded: bool | None, max_bytes: int) -> bytes:
     """The raw body; API Gateway base64-encodes bodies it does not consider text."""
     if not body:
         return b""
@@ -108,7 +108,11 @@ def body_bytes(body: str | None, is_base64_encoded: bool, max_bytes: int) -> byt
 
 
 def json_body(
-    headers: Mapping[str, str] | None, body: str | None, is_base64_encoded: bool, max_bytes: int, example: str
+    headers: Mapping[str, str] | None,
+    body: str | None,
+    is_base64_encoded: bool | None,
+    max_bytes: int,
+    example: str,
 ) -> Any:
     """The request's JSON body: declared as JSON (or undeclared), UTF-8, at most ``max_bytes``."""
     content_type = _header(headers, "content-type").strip().lower()
@@ -204,7 +208,9 @@ def install_error_handlers(app: Any, logger: Any) -> None:
     from aws_lambda_powertools.event_handler import Response
     from aws_lambda_powertools.event_handler.exceptions import ServiceError
 
-    def respond(status: int, message: str, errors: list[str] | None = None, **headers: str) -> Response:
+    def respond(
+        status: int, message: str | dict[Any, Any], errors: list[str] | None = None, **headers: str
+    ) -> Response[str]:
         return Response(
             status_code=status,
             content_type=JSON_CONTENT_TYPE,
@@ -212,19 +218,22 @@ def install_error_handlers(app: Any, logger: Any) -> None:
             headers={**NO_STORE, **headers},
         )
 
-    @app.exception_handler(RequestError)
-    def _request_error(error: RequestError) -> Response:
+    def _request_error(error: RequestError) -> Response[str]:
         return respond(error.status, error.message, error.errors, **error.headers)
 
-    @app.exception_handler(ServiceError)
-    def _service_error(error: ServiceError) -> Response:
+    def _service_error(error: ServiceError) -> Response[str]:
         return respond(error.status_code, error.msg)
 
-    @app.not_found
-    def _not_found(_: Exception) -> Response:
+    def _not_found(_: Exception) -> Response[str]:
         return respond(404, "no such route")
 
-    @app.exception_handler(Exception)
-    def _unexpected(error: Exception) -> Response:
+    def _unexpected(error: Exception) -> Response[str]:
         logger.exception("unexpected error")
         return respond(500, "internal error")
+
+    # Registered by calling the resolver's decorators: Powertools leaves them unannotated, and as
+    # decorators they would make these handlers untyped.
+    app.exception_handler(RequestError)(_request_error)
+    app.exception_handler(ServiceError)(_service_error)
+    app.not_found(_not_found)
+    app.exception_handler(Exception)(_unexpected)

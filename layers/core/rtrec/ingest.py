@@ -201,7 +201,9 @@ class BatchIngestor:
         workers = min(self.policy.write_concurrency, len(work))
         if workers > 1:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(lambda job: self._apply_user(*job, prefetched, deadline), work))
+                results = list(
+                    pool.map(lambda job: self._apply_user(job[0], job[1], prefetched, deadline), work)
+                )
         else:
             results = [self._apply_user(user_id, entries, prefetched, deadline) for user_id, entries in work]
 

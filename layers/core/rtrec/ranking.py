@@ -12,8 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 REASON_MODEL = "model"
 REASON_EXPLORE = "explore"
@@ -60,9 +64,9 @@ class RankingRules:
 def allowed_mask(
     num_items: int,
     blocked: Iterable[int] = (),
-    genre_matrix: np.ndarray | None = None,
+    genre_matrix: NDArray[Any] | None = None,
     filter_genres: Collection[int] = (),
-) -> np.ndarray:
+) -> NDArray[Any]:
     """Boolean mask over catalog indices 0..num_items: True where an item may be recommended.
 
     Index 0 (padding) and every blocked index are False; with a genre filter, only items
@@ -113,14 +117,14 @@ def diversify(
     return chosen
 
 
-def uncertainty(scores: np.ndarray) -> np.ndarray:
+def uncertainty(scores: NDArray[Any]) -> NDArray[Any]:
     """How unsure the model is about each candidate, in [0, 1]: 1 at the pool's median score.
 
     Uses only the score order within the pool, so it holds for any score scale.
     """
     if scores.size == 0:
         return scores.astype(np.float64)
-    distance = np.abs(scores.astype(np.float64) - float(np.median(scores)))
+    distance: NDArray[np.float64] = np.abs(scores.astype(np.float64) - float(np.median(scores)))
     spread = float(distance.max())
     if spread == 0.0:
         return np.ones_like(distance)
@@ -128,8 +132,8 @@ def uncertainty(scores: np.ndarray) -> np.ndarray:
 
 
 def rank_candidates(
-    indices: np.ndarray,
-    scores: np.ndarray,
+    indices: NDArray[Any],
+    scores: NDArray[Any],
     genre_ids: Sequence[Sequence[int]],
     rules: RankingRules,
     rng: np.random.Generator,
@@ -166,13 +170,13 @@ def rank_candidates(
 
 
 def popular(
-    popularity: np.ndarray,
-    mask: np.ndarray,
+    popularity: NDArray[Any],
+    mask: NDArray[Any],
     genre_ids: Sequence[Sequence[int]],
     rules: RankingRules,
     reason: str = REASON_POPULAR,
-    genre_weights: np.ndarray | None = None,
-    genre_matrix: np.ndarray | None = None,
+    genre_weights: NDArray[Any] | None = None,
+    genre_matrix: NDArray[Any] | None = None,
 ) -> list[Pick]:
     """The most popular allowed items, diversified like model picks; score = popularity / max.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from rtrec import ranking
 from rtrec.features import GENRE_INDEX, GENRES, PAD_INDEX, Catalog, HistoryStep, encode_history
 from rtrec.ranking import Pick, RankingRules
 from rtrec.state import item_key
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 SOURCE_MODEL = "model"
 SOURCE_COLD_START = "cold_start"
@@ -32,19 +35,19 @@ class ScorerLike(Protocol):
     version: str
     catalog: Catalog
 
-    def interests(self, items: np.ndarray, signals: np.ndarray) -> np.ndarray: ...
+    def interests(self, items: NDArray[Any], signals: NDArray[Any]) -> NDArray[Any]: ...
 
-    def score(self, items: np.ndarray, signals: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+    def score(self, items: NDArray[Any], signals: NDArray[Any], candidates: NDArray[Any]) -> NDArray[Any]: ...
 
     def retrieve(
-        self, items: np.ndarray, signals: np.ndarray, top_m: int, exclude: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+        self, items: NDArray[Any], signals: NDArray[Any], top_m: int, exclude: NDArray[Any] | None = None
+    ) -> tuple[NDArray[Any], NDArray[Any]]: ...
 
 
 class StateLike(Protocol):
     """The part of `rtrec.state.UserState` the service reads."""
 
-    seen: np.ndarray  # item_key of every item the user interacted with
+    seen: NDArray[Any]  # item_key of every item the user interacted with
     interests: dict[str, Any]
 
     def history(self) -> list[HistoryStep]: ...
@@ -252,7 +255,7 @@ class Recommender:
         )
 
     def _popular(
-        self, mask: np.ndarray, rules: RankingRules, reason: str, state: StateLike | None = None
+        self, mask: NDArray[Any], rules: RankingRules, reason: str, state: StateLike | None = None
     ) -> list[Pick]:
         assert self.catalog is not None
         return ranking.popular(
@@ -273,7 +276,7 @@ def _ids(history: Iterable[HistoryStep]) -> list[str]:
     return [step.item_id for step in history]
 
 
-def _normalise(values: np.ndarray) -> np.ndarray:
+def _normalise(values: NDArray[Any]) -> NDArray[Any]:
     values = np.clip(np.asarray(values, dtype=np.float64), 0.0, None)
     total = float(values.sum())
     if total <= 0.0:
@@ -281,11 +284,11 @@ def _normalise(values: np.ndarray) -> np.ndarray:
     return values / total
 
 
-def _by_genre(distribution: np.ndarray) -> dict[str, float]:
+def _by_genre(distribution: NDArray[Any]) -> dict[str, float]:
     return {genre: round(float(p), 6) for genre, p in zip(GENRES, distribution, strict=True)}
 
 
-def _state_interests(state: StateLike | None) -> np.ndarray | None:
+def _state_interests(state: StateLike | None) -> NDArray[Any] | None:
     """The state's decayed genre scores as a distribution (all share one decay factor, so no re-decay)."""
     if state is None or not state.interests:
         return None
@@ -295,4 +298,5 @@ def _state_interests(state: StateLike | None) -> np.ndarray | None:
             weights[GENRE_INDEX[genre]] = max(0.0, float(score))
     if weights.sum() <= 0.0:
         return None
-    return weights / weights.sum()
+    distribution: NDArray[np.float64] = weights / weights.sum()
+    return distribution

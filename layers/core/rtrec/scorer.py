@@ -11,8 +11,9 @@ Why it looks the way it does:
   followed by reset_all_variables().
 - Output tensor order is not the signature order, so outputs are mapped by signature name.
 - The default XNNPACK delegate is left out: on this graph (dynamic-range weights, shape ops, fused LSTM) it
-  adds a fixed ~0.45 ms per invoke on LiteRT, so the built-in kernels are 2.5x faster at C = 128 and still
-  faster at C = 1,682 (bench/scoring.py); top-10 rankings agree with the delegated run (0.999).
+  adds a fixed cost to every invoke on LiteRT that its faster kernels do not win back, at the shortlist
+  size or at the whole catalogue, and top-10 rankings agree with the delegated run (numbers:
+  bench/scoring.py and docs/ARCHITECTURE.md, "Scorer" and "Latency").
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import importlib
 import json
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from rtrec.features import (
     SEQUENCE_LENGTH,
     Catalog,
 )
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 _INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 
@@ -85,7 +89,9 @@ class _FixedShapeRunner:
         self.interpreter = interpreter
         self.num_candidates = num_candidates
 
-    def run(self, items: np.ndarray, signals: np.ndarray, candidates: np.ndarray) -> dict[str, np.ndarray]:
+    def run(
+        self, items: NDArray[Any], signals: NDArray[Any], candidates: NDArray[Any]
+    ) -> dict[str, NDArray[Any]]:
         interpreter = self.interpreter
         try:
             interpreter.set_tensor(self.inputs[INPUT_ITEMS], items.reshape(1, SEQUENCE_LENGTH))
@@ -106,7 +112,7 @@ class Scorer:
         self,
         metadata: dict[str, Any],
         catalog: Catalog,
-        item_matrix: np.ndarray,
+        item_matrix: NDArray[Any],
         shortlist: _FixedShapeRunner,
         full: _FixedShapeRunner,
     ) -> None:
@@ -151,7 +157,7 @@ class Scorer:
     def shortlist_size(self) -> int:
         return self._shortlist.num_candidates
 
-    def _check_history(self, items: np.ndarray, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _check_history(self, items: NDArray[Any], signals: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
         items = np.asarray(items, dtype=np.int32).reshape(-1)
         signals = np.asarray(signals, dtype=np.int32).reshape(-1)
         if items.shape != (SEQUENCE_LENGTH,) or signals.shape != (SEQUENCE_LENGTH,):
@@ -162,10 +168,10 @@ class Scorer:
             raise ValueError("history item index out of range")
         return items, signals
 
-    def _no_candidates(self) -> np.ndarray:
+    def _no_candidates(self) -> NDArray[Any]:
         return np.zeros(self._shortlist.num_candidates, dtype=np.int32)
 
-    def interests(self, items: np.ndarray, signals: np.ndarray) -> np.ndarray:
+    def interests(self, items: NDArray[Any], signals: NDArray[Any]) -> NDArray[Any]:
         """Predicted interest distribution over GENRES, float32[19], summing to 1."""
         items, signals = self._check_history(items, signals)
         out = self._shortlist.run(items, signals, self._no_candidates())[OUTPUT_INTERESTS].astype(np.float32)
@@ -175,14 +181,14 @@ class Scorer:
             raise ModelUnavailable("interest output is malformed")
         return (out / total).astype(np.float32)
 
-    def user_vector(self, items: np.ndarray, signals: np.ndarray) -> np.ndarray:
+    def user_vector(self, items: NDArray[Any], signals: NDArray[Any]) -> NDArray[Any]:
         """The user representation used for retrieval, float32[D]."""
         items, signals = self._check_history(items, signals)
         return self._shortlist.run(items, signals, self._no_candidates())[OUTPUT_USER_VECTOR].astype(
             np.float32
         )
 
-    def score(self, items: np.ndarray, signals: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    def score(self, items: NDArray[Any], signals: NDArray[Any], candidates: NDArray[Any]) -> NDArray[Any]:
         """Ranking-head logits for catalog indices 1..N, float32[len(candidates)]; higher = better."""
         items, signals = self._check_history(items, signals)
         candidates = np.asarray(candidates).reshape(-1)
@@ -207,11 +213,11 @@ class Scorer:
 
     def retrieve(
         self,
-        items: np.ndarray,
-        signals: np.ndarray,
+        items: NDArray[Any],
+        signals: NDArray[Any],
         top_m: int,
-        exclude: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        exclude: NDArray[Any] | None = None,
+    ) -> tuple[NDArray[Any], NDArray[Any]]:
         """Top-M by user-vector · item-matrix (numpy), re-ranked by the scoring head, best first.
 
         Never returns index 0 (padding) or an excluded index; may return fewer than top_m.

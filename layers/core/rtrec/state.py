@@ -24,12 +24,15 @@ import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rtrec.events import Event
 from rtrec.features import GENRES, SEQUENCE_LENGTH, Catalog, HistoryStep
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 RECENT_LIMIT = SEQUENCE_LENGTH
 INTEREST_HALF_LIFE_MS = 7 * 24 * 3600 * 1000
@@ -114,15 +117,15 @@ class UserState:
     version: int = 0  # 0 = not stored yet
     recent: list[Interaction] = field(default_factory=list)
     # Keys (item_key) of every item the user interacted with, oldest first, at most SEEN_CAPACITY.
-    seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<u4"))
+    seen: NDArray[Any] = field(default_factory=lambda: np.zeros(0, dtype="<u4"))
     interests: dict[str, float] = field(default_factory=dict)
     interests_at: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     last_event_at: int = 0
     last_event_id: str = ""
     # De-duplication log: event_key of each applied event and when it was applied (epoch seconds).
-    event_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<u8"))
-    event_applied_at: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<u4"))
+    event_keys: NDArray[Any] = field(default_factory=lambda: np.zeros(0, dtype="<u8"))
+    event_applied_at: NDArray[Any] = field(default_factory=lambda: np.zeros(0, dtype="<u4"))
     # Per-shard high-water marks: shard id -> (highest sequence number consumed, when, epoch seconds).
     shard_marks: dict[str, tuple[int, int]] = field(default_factory=dict)
     updated_at: int = 0
@@ -137,7 +140,7 @@ class UserState:
         factor = decay_factor(max(0, now_ms - self.interests_at))
         return {genre: score * factor for genre, score in self.interests.items()}
 
-    def has_seen(self, item_ids: list[str]) -> np.ndarray:
+    def has_seen(self, item_ids: list[str]) -> NDArray[Any]:
         """Boolean per item id: did the user interact with it (ever, within SEEN_CAPACITY items)."""
         keys = np.fromiter((item_key(i) for i in item_ids), dtype="<u4", count=len(item_ids))
         return np.isin(keys, self.seen)
@@ -221,7 +224,7 @@ class UserState:
         return item
 
 
-def _array(raw: Any, dtype: str) -> np.ndarray:
+def _array(raw: Any, dtype: str) -> NDArray[Any]:
     if raw is None:
         return np.zeros(0, dtype=dtype)
     data = raw.value if hasattr(raw, "value") else raw  # boto3's Binary wraps the bytes
@@ -319,7 +322,7 @@ def fold(
 
 
 def _apply(
-    new: UserState, applied: list[Event], catalog: Catalog | None, live: np.ndarray, now_s: int
+    new: UserState, applied: list[Event], catalog: Catalog | None, live: NDArray[Any], now_s: int
 ) -> None:
     keys = np.fromiter((event_key(e.event_id) for e in applied), dtype="<u8", count=len(applied))
     new.event_keys = np.concatenate([new.event_keys[live], keys])[-EVENT_LOG_CAPACITY:]

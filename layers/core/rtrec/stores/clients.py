@@ -34,4 +34,5 @@ def aws_client(service: str, timeouts: ClientTimeouts, **kwargs: Any) -> Any:
         read_timeout=timeouts.read_s,
         retries={"mode": "standard", "total_max_attempts": timeouts.max_attempts},
     )
-    return boto3.client(service, config=config, **kwargs)
+    # boto3-stubs types client() per literal service name; this one is chosen at run time.
+    return boto3.client(service, config=config, **kwargs)  # type: ignore[call-overload]

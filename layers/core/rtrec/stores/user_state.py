@@ -41,7 +41,8 @@ class UserStateStore:
 
     - ``UserStateStore.from_client(client, table_name)`` with a low-level ``boto3.client("dynamodb")``:
       the store (de)serialises with boto3's ``TypeSerializer``/``TypeDeserializer``. This is what the
-      Lambdas use (``from_env``): a DynamoDB *resource* costs ~85 ms of cold start only to wrap a client.
+      Lambdas use (``from_env``): a DynamoDB *resource* adds to every cold start only to wrap a client
+      (measured in README.md and docs/ARCHITECTURE.md).
     - ``UserStateStore(table)`` with a boto3 ``Table`` resource (or anything with ``.name`` and a
       ``.meta.client`` that takes plain Python values): calls go through the table's client, which
       carries the resource's (de)serialisation. Tests and the replay tool use this.
