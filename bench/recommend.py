@@ -49,6 +49,8 @@ ENVIRONMENT = {
     "POWERTOOLS_METRICS_NAMESPACE": "RtrecBench",
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_LOG_LEVEL": "INFO",
+    # The bench replays one user thousands of times a second: the per-user limit would answer 429.
+    "PER_USER_REQUEST_RATE": "0",
 }
 
 # What Lambda sets and the libraries look at during init: with LAMBDA_TASK_ROOT the X-Ray SDK takes its
@@ -116,21 +118,16 @@ def request(method: str, path: str, query: dict[str, str] | None = None, body: o
 
 def stub_store():
     """A store answering every user with a 50-interaction history (no DynamoDB in the measurement)."""
+    import numpy as np
+
     from rtrec.features import Catalog
-    from rtrec.state import Interaction, UserState
+    from rtrec.state import Interaction, UserState, item_key
 
     catalog = Catalog.load(os.environ["MODEL_DIR"])
     items = catalog.item_ids[100:150]
     recent = [Interaction(i, "rating", 1_795_800_000_000 + n, f"e{n}", 4.0) for n, i in enumerate(items)]
-    try:
-        state = UserState("bench-user", version=1, recent=recent, seen_items=list(items))
-    except TypeError:  # the state keeps the seen set as 32-bit item keys
-        import numpy as np
-
-        from rtrec.state import item_key
-
-        seen = np.array([item_key(i) for i in items], dtype="<u4")
-        state = UserState("bench-user", version=1, recent=recent, seen=seen)
+    seen = np.array([item_key(i) for i in items], dtype="<u4")
+    state = UserState("bench-user", version=1, recent=recent, seen=seen)
 
     class StubStore:
         def get(self, user_id: str, consistent: bool = True) -> UserState:
