@@ -17,11 +17,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rtrec.events import MAX_ID_LENGTH, InvalidEvent, check_text
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 MAX_CATEGORIES_PER_ITEM = 20
 MAX_CATEGORY_LENGTH = 64
@@ -237,8 +240,8 @@ class CatalogColumns:
         self.created_at = np.zeros(rows, dtype=np.int64)
         self._vocabulary = {name: i for i, name in enumerate(vocabulary)}
         self.category_matrix = np.zeros((rows, max(1, len(vocabulary))), dtype=bool)
-        numbers: dict[str, np.ndarray] = {}
-        texts: dict[str, np.ndarray] = {}
+        numbers: dict[str, NDArray[Any]] = {}
+        texts: dict[str, NDArray[Any]] = {}
         for row, item in enumerate(items, start=1):
             if item is None:
                 continue
@@ -256,7 +259,7 @@ class CatalogColumns:
         self._numbers = numbers
         self._texts = texts
 
-    def mask(self, item_filter: ItemFilter) -> np.ndarray:
+    def mask(self, item_filter: ItemFilter) -> NDArray[Any]:
         """True for rows that pass ``item_filter`` (availability is not part of it)."""
         mask = np.ones(len(self.available), dtype=bool)
         mask[0] = False
@@ -267,7 +270,7 @@ class CatalogColumns:
             mask &= self._predicate_mask(predicate)
         return mask
 
-    def _predicate_mask(self, predicate: Predicate) -> np.ndarray:
+    def _predicate_mask(self, predicate: Predicate) -> NDArray[Any]:
         numbers = self._numbers.get(predicate.name)
         texts = self._texts.get(predicate.name)
         rows = len(self.available)
@@ -286,13 +289,15 @@ class CatalogColumns:
         if numbers is None or predicate.number is None:
             return np.zeros(rows, dtype=bool)
         with np.errstate(invalid="ignore"):
-            compare = {
+            comparisons: dict[str, np.ufunc] = {
                 "<": np.less,
                 "<=": np.less_equal,
                 ">": np.greater,
                 ">=": np.greater_equal,
-            }[predicate.operator]
-            return np.asarray(compare(numbers, predicate.number)) & ~np.isnan(numbers)
+            }
+            compare = comparisons[predicate.operator]
+            matches: NDArray[np.bool_] = np.asarray(compare(numbers, predicate.number)) & ~np.isnan(numbers)
+            return matches
 
 
 def vocabulary_of(items: Iterable[CatalogItem]) -> list[str]:
