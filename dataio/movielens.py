@@ -2,6 +2,8 @@
 
 The dataset is never committed (its licence forbids redistribution): it is fetched from PyPI inside
 the recbole wheel, checked against a pinned sha256 and cached under .cache/data.
+``MovieLensAdapter`` gives it as a ``dataio.dataset.Dataset`` (the adapter interface);
+``load_movielens`` and ``parse_dataset`` stay for their existing callers.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rtrec.features import GENRE_INDEX
+from dataio.dataset import Dataset, InteractionColumns
+from rtrec.catalog import validate_item
+from rtrec.features import GENRE_INDEX, GENRES
 
 WHEEL_NAME = "recbole-1.2.1-py3-none-any.whl"
 WHEEL_REQUIREMENT = "recbole==1.2.1"
@@ -124,3 +128,36 @@ def load_movielens(work_dir: Path = DATA_DIR) -> tuple[Interactions, str]:
 def time_cutoff(data: Interactions, quantile: float = TIME_CUTOFF_QUANTILE) -> int:
     """Global timestamp cutoff for the streaming replay: events at or before it are 'history'."""
     return int(np.quantile(data.timestamps, quantile, method="lower"))
+
+
+def as_dataset(data: Interactions, fingerprint: str, name: str = "movielens-100k") -> Dataset:
+    """The parsed ratings as a ``Dataset``: type ``rating``, value = stars, seconds -> milliseconds.
+
+    Items carry their genre names as categories (``unknown`` when none); titles are never read.
+    """
+    interactions = InteractionColumns(
+        user_ids=data.user_ids,
+        item_ids=data.item_ids,
+        types=np.full(len(data), "rating", dtype=object),
+        values=data.ratings.astype(np.float32),
+        timestamps_ms=data.timestamps.astype(np.int64) * 1000,
+    )
+    items = [
+        validate_item({"item_id": item_id, "categories": [GENRES[g] for g in genre_ids]}, now_ms=0)
+        for item_id, genre_ids in zip(data.catalog_item_ids, data.catalog_genre_ids, strict=True)
+    ]
+    return Dataset(name=name, interactions=interactions, items=items, fingerprint=fingerprint)
+
+
+@dataclass
+class MovieLensAdapter:
+    """MovieLens-100k as a ``Dataset`` (fetched from the pinned recbole wheel, cached under ``work_dir``).
+
+    The fingerprint is the wheel's pinned sha256. Items have ``created_at`` 0 (unknown).
+    """
+
+    work_dir: Path = DATA_DIR
+
+    def load(self) -> Dataset:
+        data, sha256 = load_movielens(self.work_dir)
+        return as_dataset(data, sha256)
