@@ -23,6 +23,7 @@ os.environ.update(
         "AWS_SECURITY_TOKEN": "testing",
         "AWS_SESSION_TOKEN": "testing",
         "USER_STATE_TABLE": "test-user-state",
+        "CATALOG_TABLE": "test-catalog",
         "EVENT_STREAM_NAME": "test-events",
         "DEAD_LETTER_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/test-dlq",
         "MODEL_DIR": str(MODEL_DIR),
@@ -55,6 +56,34 @@ def user_state_table(aws):
         TableName=os.environ["USER_STATE_TABLE"],
         KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    table.wait_until_exists()
+    return table
+
+
+@pytest.fixture
+def catalog_table(aws):
+    """The catalog table as the template defines it (key item_id, the ByUpdate change-feed index)."""
+    dynamodb = boto3.resource("dynamodb")
+    table = dynamodb.create_table(
+        TableName=os.environ["CATALOG_TABLE"],
+        KeySchema=[{"AttributeName": "item_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "item_id", "AttributeType": "S"},
+            {"AttributeName": "feed", "AttributeType": "S"},
+            {"AttributeName": "updated_at", "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "ByUpdate",
+                "KeySchema": [
+                    {"AttributeName": "feed", "KeyType": "HASH"},
+                    {"AttributeName": "updated_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
     table.wait_until_exists()

@@ -37,7 +37,14 @@ MANAGED_POLICIES = {
 }
 # SAM's role for CodeDeploy (DeploymentPreference) shifts the functions' aliases.
 CODEDEPLOY_POLICY = "arn:aws:iam::aws:policy/service-role/AWSCodeDeployRoleForLambda"
-API_FUNCTIONS = ("CollectFunction", "IngestFunction", "RecommendFunction")
+API_FUNCTIONS = ("CatalogFunction", "CollectFunction", "IngestFunction", "RecommendFunction")
+# The catalog admin routes take IAM-signed requests only, never an end user's token.
+ADMIN_ROUTES = {
+    ("PUT", "/v1/items/{item_id}"),
+    ("GET", "/v1/items/{item_id}"),
+    ("DELETE", "/v1/items/{item_id}"),
+    ("POST", "/v1/items/batch"),
+}
 SCOPES = {
     ("POST", "/v1/events"): "rtrec/events.write",
     ("GET", "/v1/recommendations"): "rtrec/recommendations.read",
@@ -278,6 +285,9 @@ def _route_scopes(resources: dict) -> dict[tuple[str, str], list]:
     out = {}
     for path, methods in body["paths"].items():
         for method, operation in methods.items():
+            if (method.upper(), path) in ADMIN_ROUTES:
+                assert operation["security"] == [{"AWS_IAM": []}], (method, path)
+                continue
             ((name, scopes),) = operation["security"][0].items()
             assert operation["security"] == [{name: scopes}] and name == "CognitoAuthorizer", (method, path)
             out[(method.upper(), path)] = scopes
@@ -642,6 +652,7 @@ def test_functions_deploy_through_an_alias_with_canary_and_alarm_rollback(cfn):
         assert alarms <= set(_alarms(cfn))
         assert f"${{{function}.Arn}}" not in integrations  # routes call the alias, never $LATEST
     assert "${CollectFunctionAliaslive}" in integrations and "${RecommendFunctionAliaslive}" in integrations
+    assert "${CatalogFunctionAliaslive}" in integrations
     # A superseded version goes once the update succeeded: versions (and SnapStart snapshots) do not pile up.
     versions = of_type(cfn, "AWS::Lambda::Version")
     assert len(versions) == len(API_FUNCTIONS)
@@ -756,7 +767,8 @@ def test_the_local_stack_reads_the_routes_scopes_and_skips_the_inline_trigger():
 
     local = Template(REPO_ROOT / "template.yaml")
     routes = {(r.method, r.path): r for r in local.http_routes()}
-    assert {key: r.required_scopes for key, r in routes.items()} == {k: (v,) for k, v in SCOPES.items()}
+    user_routes = {key: r.required_scopes for key, r in routes.items() if key not in ADMIN_ROUTES}
+    assert user_routes == {k: (v,) for k, v in SCOPES.items()}
     # Behind the stack's own pool the local API does not enforce them: its stand-in for Cognito mints
     # direct sign-in tokens, which get their scopes from the trigger in AWS.
     assert all(r.scopes == () for r in routes.values())

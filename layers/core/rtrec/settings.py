@@ -165,3 +165,23 @@ class RecommendSettings:
                 burst=env.number("PER_USER_REQUEST_BURST", 20, 1, 10_000),
             ),
         )
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    """The catalog admin API: the table and its write budget."""
+
+    table_name: str
+    dynamodb: ClientTimeouts
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CatalogSettings:
+        env = _Reader(environ)
+        return cls(
+            table_name=env.text("CATALOG_TABLE"),
+            dynamodb=ClientTimeouts(
+                connect_s=env.number("DYNAMODB_CONNECT_TIMEOUT_S", 1.0, 0.05, 5),
+                read_s=env.number("DYNAMODB_READ_TIMEOUT_S", 2.0, 0.05, 5),
+                max_attempts=env.integer("DYNAMODB_MAX_ATTEMPTS", 2, 1, 5),
+            ),
+        )
