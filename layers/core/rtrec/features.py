@@ -101,7 +101,7 @@ class Catalog:
 
     item_ids: list[str]
     genre_ids: list[list[int]]
-    popularity: NDArray[Any]
+    popularity: NDArray[np.float32]
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -126,7 +126,7 @@ class Catalog:
             return []
         return [GENRES[g] for g in self.genre_ids[index - 1]]
 
-    def genre_matrix(self) -> NDArray[Any]:
+    def genre_matrix(self) -> NDArray[np.float32]:
         """Multi-hot genres, shape (len(catalog) + 1, len(GENRES)); row 0 is padding."""
         matrix = np.zeros((len(self) + 1, len(GENRES)), dtype=np.float32)
         for row, genres in enumerate(self.genre_ids, start=1):
@@ -165,7 +165,7 @@ def encode_history(
     steps: Iterable[HistoryStep],
     catalog: Catalog,
     length: int = SEQUENCE_LENGTH,
-) -> tuple[NDArray[Any], NDArray[Any]]:
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
     """Encode a history (oldest first) as (item indices, signal indices), each int32[length].
 
     Items the catalog does not know are dropped from the model input (they stay
@@ -183,7 +183,7 @@ def encode_history(
     return _left_pad(items[-length:], length), _left_pad(signals[-length:], length)
 
 
-def _left_pad(values: Sequence[int], length: int) -> NDArray[Any]:
+def _left_pad(values: Sequence[int], length: int) -> NDArray[np.int32]:
     out = np.full(length, PAD_INDEX, dtype=np.int32)
     if values:
         out[length - len(values) :] = values

@@ -23,7 +23,8 @@ REASON_MODEL = "model"
 REASON_EXPLORE = "explore"
 REASON_POPULAR = "popular"
 REASON_COLD_START = "cold_start"
-REASONS: tuple[str, ...] = (REASON_MODEL, REASON_EXPLORE, REASON_POPULAR, REASON_COLD_START)
+REASON_PROMOTED = "promoted"
+REASONS: tuple[str, ...] = (REASON_MODEL, REASON_EXPLORE, REASON_POPULAR, REASON_COLD_START, REASON_PROMOTED)
 
 # A popular item outside every genre the user showed interest in keeps this share of its weight.
 _OFF_INTEREST_WEIGHT = 0.25
@@ -64,9 +65,9 @@ class RankingRules:
 def allowed_mask(
     num_items: int,
     blocked: Iterable[int] = (),
-    genre_matrix: NDArray[Any] | None = None,
+    genre_matrix: NDArray[np.float32] | None = None,
     filter_genres: Collection[int] = (),
-) -> NDArray[Any]:
+) -> NDArray[np.bool_]:
     """Boolean mask over catalog indices 0..num_items: True where an item may be recommended.
 
     Index 0 (padding) and every blocked index are False; with a genre filter, only items
@@ -117,7 +118,7 @@ def diversify(
     return chosen
 
 
-def uncertainty(scores: NDArray[Any]) -> NDArray[Any]:
+def uncertainty(scores: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
     """How unsure the model is about each candidate, in [0, 1]: 1 at the pool's median score.
 
     Uses only the score order within the pool, so it holds for any score scale.
@@ -170,13 +171,13 @@ def rank_candidates(
 
 
 def popular(
-    popularity: NDArray[Any],
-    mask: NDArray[Any],
+    popularity: NDArray[np.float32],
+    mask: NDArray[np.bool_],
     genre_ids: Sequence[Sequence[int]],
     rules: RankingRules,
     reason: str = REASON_POPULAR,
-    genre_weights: NDArray[Any] | None = None,
-    genre_matrix: NDArray[Any] | None = None,
+    genre_weights: NDArray[np.floating[Any]] | None = None,
+    genre_matrix: NDArray[np.float32] | None = None,
 ) -> list[Pick]:
     """The most popular allowed items, diversified like model picks; score = popularity / max.
 
@@ -215,3 +216,28 @@ def top_up(picks: list[Pick], fallback: Iterable[Pick], k: int) -> list[Pick]:
             out.append(pick)
             present.add(pick.index)
     return out
+
+
+def promote(picks: list[Pick], promoted: Sequence[int], k: int) -> list[Pick]:
+    """Place ``promoted`` indices (best first) into a list of ``k``, at evenly spaced positions.
+
+    The first slot stays the best organic pick; promoted items replace the list's tail, so the
+    organic order is kept. Promoted picks carry the reason ``promoted`` and a score of 0.
+    """
+    chosen = [i for i in dict.fromkeys(promoted) if i not in {p.index for p in picks}][: max(0, k - 1)]
+    if not chosen:
+        return picks[:k]
+    organic = picks[: k - len(chosen)]
+    total = len(organic) + len(chosen)
+    step = total / len(chosen)
+    positions = {min(total - 1, max(1, round(step * (n + 1)) - 1)) for n in range(len(chosen))}
+    while len(positions) < len(chosen):  # rounding collided: take the last free positions
+        positions.add(max(set(range(1, total)) - positions))
+    result: list[Pick] = []
+    organic_iter, promoted_iter = iter(organic), iter(chosen)
+    for position in range(total):
+        if position in positions:
+            result.append(Pick(int(next(promoted_iter)), 0.0, REASON_PROMOTED))
+        else:
+            result.append(next(organic_iter))
+    return result

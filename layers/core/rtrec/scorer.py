@@ -171,7 +171,7 @@ class Scorer:
     def _no_candidates(self) -> NDArray[Any]:
         return np.zeros(self._shortlist.num_candidates, dtype=np.int32)
 
-    def interests(self, items: NDArray[Any], signals: NDArray[Any]) -> NDArray[Any]:
+    def interests(self, items: NDArray[Any], signals: NDArray[Any]) -> NDArray[np.float32]:
         """Predicted interest distribution over GENRES, float32[19], summing to 1."""
         items, signals = self._check_history(items, signals)
         out = self._shortlist.run(items, signals, self._no_candidates())[OUTPUT_INTERESTS].astype(np.float32)
@@ -181,14 +181,16 @@ class Scorer:
             raise ModelUnavailable("interest output is malformed")
         return (out / total).astype(np.float32)
 
-    def user_vector(self, items: NDArray[Any], signals: NDArray[Any]) -> NDArray[Any]:
+    def user_vector(self, items: NDArray[Any], signals: NDArray[Any]) -> NDArray[np.float32]:
         """The user representation used for retrieval, float32[D]."""
         items, signals = self._check_history(items, signals)
         return self._shortlist.run(items, signals, self._no_candidates())[OUTPUT_USER_VECTOR].astype(
             np.float32
         )
 
-    def score(self, items: NDArray[Any], signals: NDArray[Any], candidates: NDArray[Any]) -> NDArray[Any]:
+    def score(
+        self, items: NDArray[Any], signals: NDArray[Any], candidates: NDArray[Any]
+    ) -> NDArray[np.float32]:
         """Ranking-head logits for catalog indices 1..N, float32[len(candidates)]; higher = better."""
         items, signals = self._check_history(items, signals)
         candidates = np.asarray(candidates).reshape(-1)
@@ -217,7 +219,7 @@ class Scorer:
         signals: NDArray[Any],
         top_m: int,
         exclude: NDArray[Any] | None = None,
-    ) -> tuple[NDArray[Any], NDArray[Any]]:
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Top-M by user-vector · item-matrix (numpy), re-ranked by the scoring head, best first.
 
         Never returns index 0 (padding) or an excluded index; may return fewer than top_m.

@@ -117,15 +117,15 @@ class UserState:
     version: int = 0  # 0 = not stored yet
     recent: list[Interaction] = field(default_factory=list)
     # Keys (item_key) of every item the user interacted with, oldest first, at most SEEN_CAPACITY.
-    seen: NDArray[Any] = field(default_factory=lambda: np.zeros(0, dtype="<u4"))
+    seen: NDArray[np.uint32] = field(default_factory=lambda: np.zeros(0, dtype="<u4"))
     interests: dict[str, float] = field(default_factory=dict)
     interests_at: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     last_event_at: int = 0
     last_event_id: str = ""
     # De-duplication log: event_key of each applied event and when it was applied (epoch seconds).
-    event_keys: NDArray[Any] = field(default_factory=lambda: np.zeros(0, dtype="<u8"))
-    event_applied_at: NDArray[Any] = field(default_factory=lambda: np.zeros(0, dtype="<u4"))
+    event_keys: NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, dtype="<u8"))
+    event_applied_at: NDArray[np.uint32] = field(default_factory=lambda: np.zeros(0, dtype="<u4"))
     # Per-shard high-water marks: shard id -> (highest sequence number consumed, when, epoch seconds).
     shard_marks: dict[str, tuple[int, int]] = field(default_factory=dict)
     updated_at: int = 0
@@ -140,7 +140,7 @@ class UserState:
         factor = decay_factor(max(0, now_ms - self.interests_at))
         return {genre: score * factor for genre, score in self.interests.items()}
 
-    def has_seen(self, item_ids: list[str]) -> NDArray[Any]:
+    def has_seen(self, item_ids: list[str]) -> NDArray[np.bool_]:
         """Boolean per item id: did the user interact with it (ever, within SEEN_CAPACITY items)."""
         keys = np.fromiter((item_key(i) for i in item_ids), dtype="<u4", count=len(item_ids))
         return np.isin(keys, self.seen)
@@ -322,7 +322,7 @@ def fold(
 
 
 def _apply(
-    new: UserState, applied: list[Event], catalog: Catalog | None, live: NDArray[Any], now_s: int
+    new: UserState, applied: list[Event], catalog: Catalog | None, live: NDArray[np.bool_], now_s: int
 ) -> None:
     keys = np.fromiter((event_key(e.event_id) for e in applied), dtype="<u8", count=len(applied))
     new.event_keys = np.concatenate([new.event_keys[live], keys])[-EVENT_LOG_CAPACITY:]
