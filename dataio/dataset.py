@@ -26,7 +26,7 @@ from rtrec.features import EVENT_TYPES
 class InteractionColumns:
     """Interactions as columns, one row per event.
 
-    ``user_ids``, ``item_ids``, ``types``: object arrays of ``str`` (types from ``rtrec.features.EVENT_TYPES``);
+    ``user_ids``, ``item_ids``, ``types``: object arrays of ``str`` (types: ``rtrec.features.EVENT_TYPES``);
     ``values``: float32, NaN where the event has no value; ``timestamps_ms``: int64 epoch milliseconds.
     """
 
@@ -47,7 +47,9 @@ class InteractionColumns:
         lengths = {name: column.shape for name, column in coerced.items()}
         if len(set(lengths.values())) != 1 or len(coerced["user_ids"].shape) != 1:
             raise ValueError(f"interaction columns must be 1-d and of equal length, got {lengths}")
-        unknown = set(np.unique(coerced["types"]).tolist()) - set(EVENT_TYPES) if len(coerced["types"]) else set()
+        unknown = (
+            set(np.unique(coerced["types"]).tolist()) - set(EVENT_TYPES) if len(coerced["types"]) else set()
+        )
         if unknown:
             raise ValueError(f"unknown event type(s) {sorted(map(str, unknown))}; expected {EVENT_TYPES}")
         for name, column in coerced.items():
@@ -80,15 +82,18 @@ class InteractionColumns:
     def user_sequences(self) -> dict[str, np.ndarray]:
         """Row positions per user in time order (ties: source order); users in order of their first event."""
         order = self.time_order()
-        users = self.user_ids[order]
-        if not len(users):
-            return {}
-        names, first, inverse = np.unique(users, return_index=True, return_inverse=True)
-        grouped = order[np.argsort(inverse, kind="stable")]
-        bounds = np.cumsum(np.bincount(inverse, minlength=len(names)))
-        starts = bounds - np.bincount(inverse, minlength=len(names))
+        codes: dict[str, int] = {}
+        user_code = np.fromiter(
+            (codes.setdefault(user, len(codes)) for user in self.user_ids[order].tolist()),
+            dtype=np.int64,
+            count=len(order),
+        )
+        grouped = order[np.argsort(user_code, kind="stable")]
+        counts = np.bincount(user_code, minlength=len(codes))
+        ends = np.cumsum(counts)
         return {
-            str(names[g]): grouped[starts[g] : bounds[g]] for g in np.argsort(first, kind="stable").tolist()
+            user: grouped[end - count : end]
+            for user, count, end in zip(codes, counts.tolist(), ends.tolist(), strict=True)
         }
 
 
@@ -138,7 +143,7 @@ class Dataset:
             "name": self.name,
             "fingerprint": self.fingerprint,
             "interactions": len(inter),
-            "users": int(len(np.unique(inter.user_ids))) if len(inter) else 0,
+            "users": len(set(inter.user_ids.tolist())),
             "items": len(self.items),
             "categories": len(self.categories),
             "types": {str(t): int(c) for t, c in zip(types, counts, strict=True)},
@@ -165,7 +170,7 @@ def sha256_file(path: Path) -> str:
 
 
 def fingerprint_of(sources: Mapping[str, Path] | Iterable[tuple[str, Path]]) -> str:
-    """sha256 over ``role:sha256(file)`` lines (roles such as ``interactions`` and ``items``), in the given order.
+    """sha256 over ``role:sha256(file)`` lines (roles: ``interactions``, ``items``), in the given order.
 
     File names do not enter it: the same bytes under another name give the same fingerprint.
     """
