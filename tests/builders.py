@@ -1,4 +1,4 @@
-"""Builders shared by the tests: Lambda contexts, Kinesis batches and HTTP API events.
+"""Builders shared by the tests: Lambda contexts, Kinesis batches and HTTP API events, calls to a running API.
 
 One place builds each shape, from the fixtures in events/ (what `sam local invoke` would send).
 """
@@ -9,7 +9,12 @@ import base64
 import copy
 import itertools
 import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +134,45 @@ def http_event(
     if headers is not None:
         event["headers"].update(headers)
     return event
+
+
+def stream_record(
+    sequence_number: str, *, age_s: float = 0.0, partition_key: str = "p", data: bytes = b"{}"
+) -> dict[str, Any]:
+    """A record as Kinesis GetRecords returns it through boto3 (what an event source mapping reads)."""
+    return {
+        "SequenceNumber": sequence_number,
+        "PartitionKey": partition_key,
+        "Data": data,
+        "ApproximateArrivalTimestamp": datetime.now(UTC) - timedelta(seconds=age_s),
+    }
+
+
+# ---------- a running API (the local stack) ----------
+
+
+def call_api(
+    url: str, method: str = "GET", *, token: str | None = None, body: object = None, timeout_s: float = 10
+) -> tuple[int, Any, dict[str, str]]:
+    """One JSON request over HTTP: (status, parsed body or None, response headers); errors are answers."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, method=method, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, json.loads(response.read() or b"null"), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null"), dict(error.headers)
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.05) -> Any:
+    """The first truthy value of ``predicate()``, polled until ``timeout_s``; AssertionError after that."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError("condition not met in time")

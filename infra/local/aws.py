@@ -1,46 +1,51 @@
-"""The embedded AWS: a moto server on loopback, provisioned from the template's resources."""
+"""The embedded AWS: moto, with the template deployed into it by moto's own CloudFormation.
+
+`deploy` translates the SAM template with samtranslator (as `sam deploy` does), keeps the
+resource types the local stack uses and moto's CloudFormation can create, and calls
+CreateStack: moto makes the table, stream, queue, roles, functions (with their resolved
+environments) and the event source mappings. What it reads back is a `Deployment`.
+
+What moto does not do, and the local stack does instead: Lambda layers (dropped by moto; the
+runtime puts their sources on the import path), the HTTP API (not created; `http_api.py`), the
+Cognito pool (not supported; `auth.py` stands in for it), invoking functions and polling
+mappings (`runtime.py`, `poller.py`). TimeToLiveSpecification is accepted but nothing expires.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 from moto.server import ThreadedMotoServer
+from samtranslator.translator.transform import transform
 
-from infra.local.template import ACCOUNT_ID, STACK_NAME, Resolver, Template
+from infra.local.template import ACCOUNT_ID, STACK_NAME, Template
 
 log = logging.getLogger("local.aws")
 
-# CloudFormation properties that CreateTable takes under the same name.
-_TABLE_CREATE_KEYS = (
-    "AttributeDefinitions",
-    "KeySchema",
-    "BillingMode",
-    "ProvisionedThroughput",
-    "GlobalSecondaryIndexes",
-    "LocalSecondaryIndexes",
-    "TableClass",
-    "DeletionProtectionEnabled",
-    "Tags",
+# What the local stack needs from the template and moto's CloudFormation creates. Everything else
+# (alarms, dashboard, CodeDeploy, aliases and versions, permissions, policies, the API, Cognito) is
+# left out; a kept resource that referred to one would make CreateStack fail and say which.
+# Event source mappings are left out too: moto hands every record put on a mapped stream to its own
+# Lambda at once, through Docker. Their properties go into stack outputs, for moto to resolve.
+LOCAL_RESOURCE_TYPES = frozenset(
+    {
+        "AWS::DynamoDB::Table",
+        "AWS::Kinesis::Stream",
+        "AWS::SQS::Queue",
+        "AWS::IAM::Role",
+        "AWS::Logs::LogGroup",
+        "AWS::Lambda::Function",
+    }
 )
-_QUEUE_ATTRIBUTES = (
-    "DelaySeconds",
-    "MaximumMessageSize",
-    "MessageRetentionPeriod",
-    "ReceiveMessageWaitTimeSeconds",
-    "VisibilityTimeout",
-    "KmsMasterKeyId",
-    "KmsDataKeyReusePeriodSeconds",
-    "SqsManagedSseEnabled",
-    "FifoQueue",
-    "ContentBasedDeduplication",
-    "RedrivePolicy",
-)
-# Resources the local stack does not create but whose Ref/GetAtt the template uses.
-_COGNITO_POOL_ID_SUFFIX = "_local"
+# moto stores the code; it never runs it (the local runtime imports the real handler instead).
+_PLACEHOLDER_CODE = {"ZipFile": "def handler(event, context):\n    return None\n"}
+_MAPPING_OUTPUT_PREFIX = "LocalMappingSetting"
 
 
 class MotoServer:
@@ -64,158 +69,230 @@ class MotoServer:
         log.info("moto server stopped")
 
 
+@dataclass(frozen=True)
+class DeployedFunction:
+    """A function as moto's Lambda describes it after CreateStack (environment resolved, as text)."""
+
+    logical_id: str
+    name: str
+    arn: str
+    handler: str
+    timeout_s: int
+    memory_mb: int
+    environment: dict[str, str]
+
+
+@dataclass(frozen=True)
+class KinesisSource:
+    """A Kinesis event source mapping of a function, with the settings Lambda honours."""
+
+    function_id: str
+    stream_arn: str
+    batch_size: int = 100
+    batching_window_s: float = 0.0
+    report_batch_item_failures: bool = False
+    bisect_on_error: bool = False
+    max_retries: int = -1  # -1 = until the record expires
+    max_record_age_s: int = -1
+    on_failure_arn: str | None = None
+    starting_position: str = "LATEST"
+
+    @classmethod
+    def from_mapping(cls, function_id: str, mapping: dict[str, str]) -> KinesisSource:
+        """The settings of an AWS::Lambda::EventSourceMapping as moto resolved them (text; absent: defaults).
+
+        Nested properties have dotted names (`DestinationConfig.OnFailure.Destination`); lists are
+        comma-joined.
+        """
+        return cls(
+            function_id=function_id,
+            stream_arn=mapping["EventSourceArn"],
+            batch_size=int(mapping.get("BatchSize", 100)),
+            batching_window_s=float(mapping.get("MaximumBatchingWindowInSeconds", 0)),
+            report_batch_item_failures="ReportBatchItemFailures" in mapping.get("FunctionResponseTypes", ""),
+            bisect_on_error=mapping.get("BisectBatchOnFunctionError", "false").lower() == "true",
+            max_retries=int(mapping.get("MaximumRetryAttempts", -1)),
+            max_record_age_s=int(mapping.get("MaximumRecordAgeInSeconds", -1)),
+            on_failure_arn=mapping.get("DestinationConfig.OnFailure.Destination"),
+            starting_position=mapping.get("StartingPosition", "LATEST"),
+        )
+
+    @property
+    def stream_name(self) -> str:
+        return self.stream_arn.split(":stream/", 1)[-1]
+
+
 @dataclass
-class PhysicalResources:
-    """Local names/ARNs/URLs of the template's resources, by logical id."""
+class Deployment:
+    """What CreateStack made, by logical id: physical ids (what Ref returns), functions and mappings."""
 
     region: str
-    values: dict[str, dict[str | None, Any]] = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)
+    functions: dict[str, DeployedFunction] = field(default_factory=dict)
+    mappings: dict[str, dict[str, str]] = field(default_factory=dict)  # resolved properties, by logical id
 
-    def attribute(self, logical_id: str, attribute: str | None) -> Any:
-        """What Ref (attribute None) or Fn::GetAtt returns for a resource."""
-        if logical_id not in self.values:
-            # Resources with no local counterpart (roles, layers, the API itself) still get a
-            # stable, recognisable value so that references to them resolve.
-            arn = f"arn:aws:local:{self.region}:{ACCOUNT_ID}:{logical_id}"
-            return arn if attribute == "Arn" else f"{STACK_NAME}-{logical_id}"
-        by_attr = self.values[logical_id]
-        if attribute not in by_attr:
-            raise KeyError(f"{logical_id} has no attribute {attribute!r} locally")
-        return by_attr[attribute]
+    def attribute(self, logical_id: str, attribute: str | None = None) -> Any:
+        """What Ref (attribute None) returns; resources moto did not make get stand-ins for Ref and GetAtt."""
+        if logical_id in self.refs and attribute is None:
+            return self.refs[logical_id]
+        if logical_id in self.refs:
+            raise KeyError(f"{logical_id}.{attribute} is not read back from the local stack")
+        return stand_in(self.types.get(logical_id, ""), logical_id, attribute, self.region)
 
-    def by_arn(self, arn: str) -> str | None:
-        """Logical id of the resource with this ARN."""
-        for logical_id, attrs in self.values.items():
-            if attrs.get("Arn") == arn:
-                return logical_id
-        return None
+    def kinesis_sources(self) -> list[KinesisSource]:
+        """The enabled Kinesis mappings of the deployed functions."""
+        by_name = {f.name: f.logical_id for f in self.functions.values()}
+        return [
+            KinesisSource.from_mapping(by_name[mapping["FunctionName"]], mapping)
+            for mapping in self.mappings.values()
+            if mapping.get("FunctionName") in by_name
+            and ":kinesis:" in mapping.get("EventSourceArn", "")
+            and mapping.get("Enabled", "true").lower() == "true"
+        ]
 
 
-def provision(template: Template, endpoint_url: str, region: str) -> tuple[PhysicalResources, Resolver]:
-    """Create the template's streams, tables and queues in the local AWS.
+def stand_in(resource_type: str, logical_id: str, attribute: str | None, region: str) -> str:
+    """A stable value for a resource with no local counterpart, so references to it still resolve.
 
-    Names are resolved from the template when it sets them, else derived from the
-    logical id as CloudFormation would. Returns the physical values and a resolver
-    for the rest of the template.
+    A Cognito pool gets the id shape of a real one, so issuer URLs built from it look as in AWS.
     """
-    physical = PhysicalResources(region=region)
-    resolver = Resolver(template, physical.attribute, region)
-    _register_identity(template, physical, region)
-    session = boto3.session.Session(
-        region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
-    clients = {
-        name: session.client(name, endpoint_url=endpoint_url) for name in ("dynamodb", "kinesis", "sqs")
-    }
-    for rid, res in template.of_type("AWS::SQS::Queue").items():
-        _create_queue(clients["sqs"], rid, resolver(res.get("Properties", {})), physical, region)
-    for rid, res in template.of_type("AWS::Kinesis::Stream").items():
-        _create_stream(clients["kinesis"], rid, resolver(res.get("Properties", {})), physical, region)
-    for rid, res in template.of_type("AWS::DynamoDB::Table", "AWS::Serverless::SimpleTable").items():
-        props = resolver(res.get("Properties", {}))
-        if res["Type"] == "AWS::Serverless::SimpleTable":
-            props = _simple_table_as_table(props)
-        _create_table(clients["dynamodb"], rid, props, physical, region)
-    return physical, resolver
-
-
-def _name(props: dict, key: str, rid: str) -> str:
-    value = props.get(key)
-    return value if isinstance(value, str) and value else f"{STACK_NAME}-{rid}"
-
-
-def _register_identity(template: Template, physical: PhysicalResources, region: str) -> None:
-    """Give Cognito resources the ids a real pool has, so issuer URLs resolve to their usual shape."""
-    for rid in template.of_type("AWS::Cognito::UserPool"):
-        pool_id = f"{region}{_COGNITO_POOL_ID_SUFFIX}{rid.lower()}"
-        physical.values[rid] = {
+    if resource_type == "AWS::Cognito::UserPool":
+        pool_id = f"{region}_local{logical_id.lower()}"
+        return {
             None: pool_id,
+            "UserPoolId": pool_id,
             "Arn": f"arn:aws:cognito-idp:{region}:{ACCOUNT_ID}:userpool/{pool_id}",
             "ProviderName": f"cognito-idp.{region}.amazonaws.com/{pool_id}",
             "ProviderURL": f"https://cognito-idp.{region}.amazonaws.com/{pool_id}",
-            "UserPoolId": pool_id,
-        }
-    for rid in template.of_type("AWS::Cognito::UserPoolClient"):
-        physical.values[rid] = {None: f"local{rid.lower()}", "ClientId": f"local{rid.lower()}"}
+        }.get(attribute, pool_id)
+    if resource_type == "AWS::Cognito::UserPoolClient":
+        return f"local{logical_id.lower()}"
+    if attribute == "Arn":
+        return f"arn:aws:local:{region}:{ACCOUNT_ID}:{logical_id}"
+    return f"{STACK_NAME}-{logical_id}"
 
 
-def _create_queue(sqs, rid: str, props: dict, physical: PhysicalResources, region: str) -> None:
-    name = _name(props, "QueueName", rid)
-    attributes = {}
-    for key in _QUEUE_ATTRIBUTES:
-        if key in props:
-            attributes[key] = _attribute_text(props[key])
-    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    arn = f"arn:aws:sqs:{region}:{ACCOUNT_ID}:{name}"
-    physical.values[rid] = {None: url, "Arn": arn, "QueueName": name, "QueueUrl": url}
-    log.info("queue %s -> %s", rid, url)
+def local_cloudformation(template: Template) -> tuple[dict[str, Any], dict[str, str]]:
+    """The template as `sam deploy` would submit it, cut down to what moto creates for the local stack.
+
+    Each event source mapping's properties become outputs (described by `[logical id, property]`),
+    its function alias replaced by the alias's function. Returns the CloudFormation template and
+    the left-out resources' types by logical id.
+    """
+    document = copy.deepcopy(template.document)
+    for resource in document.get("Resources", {}).values():
+        properties = resource.get("Properties") or {}
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(properties.get(key), str):  # `sam package` would upload these to S3
+                properties[key] = f"s3://local/{properties[key]}"
+    # The translator warns about feature toggles it has no configuration for: noise here.
+    logging.getLogger("samtranslator.feature_toggle.feature_toggle").setLevel(logging.ERROR)
+    translated = transform(document, {}, _NoManagedPolicies())
+    every = translated["Resources"]
+    kept = {rid: res for rid, res in every.items() if res["Type"] in LOCAL_RESOURCE_TYPES}
+    left_out = {rid: res["Type"] for rid, res in every.items() if rid not in kept}
+    for resource in kept.values():
+        resource.pop("UpdatePolicy", None)
+        properties = resource.setdefault("Properties", {})
+        if resource["Type"] == "AWS::Lambda::Function":
+            properties["Code"] = dict(_PLACEHOLDER_CODE)
+            properties.pop("Layers", None)
+        depends = resource.get("DependsOn")
+        if depends is not None:
+            names = [depends] if isinstance(depends, str) else depends
+            resource["DependsOn"] = [name for name in names if name in kept]
+    translated["Resources"] = kept
+    translated["Outputs"] = {}
+    for rid, resource in every.items():
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping":
+            properties = dict(resource.get("Properties", {}))
+            target = every.get(_ref_name(properties.get("FunctionName")) or "", {})
+            if target.get("Type") == "AWS::Lambda::Alias":
+                properties["FunctionName"] = target["Properties"]["FunctionName"]
+            for name, value in _flattened(properties):
+                output = {"Value": value, "Description": json.dumps([rid, name])}
+                if "Condition" in resource:
+                    output["Condition"] = resource["Condition"]
+                translated["Outputs"][f"{_MAPPING_OUTPUT_PREFIX}{len(translated['Outputs'])}"] = output
+    return translated, left_out
 
 
-def _attribute_text(value: Any) -> str:
-    if isinstance(value, dict):
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
+def _flattened(properties: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted name, value) of every setting; lists of text joined with commas (outputs are text)."""
+    for name, value in properties.items():
+        if isinstance(value, dict) and not any(key == "Ref" or key.startswith("Fn::") for key in value):
+            yield from _flattened(value, f"{prefix}{name}.")
+        elif isinstance(value, list):
+            yield f"{prefix}{name}", {"Fn::Join": [",", value]}
+        else:  # an intrinsic, or a literal moto takes as text only
+            yield f"{prefix}{name}", value if isinstance(value, dict | str) else _as_text(value)
 
 
-def _create_stream(kinesis, rid: str, props: dict, physical: PhysicalResources, region: str) -> None:
-    name = _name(props, "Name", rid)
-    mode = (props.get("StreamModeDetails") or {}).get("StreamMode", "PROVISIONED")
-    if mode == "ON_DEMAND":
-        kinesis.create_stream(StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
-    else:
-        kinesis.create_stream(StreamName=name, ShardCount=int(props.get("ShardCount", 1)))
-    kinesis.get_waiter("stream_exists").wait(StreamName=name)
-    encryption = props.get("StreamEncryption")
-    if encryption:
-        kinesis.start_stream_encryption(
-            StreamName=name, EncryptionType=encryption["EncryptionType"], KeyId=str(encryption["KeyId"])
+class _NoManagedPolicies:
+    """samtranslator's lookup of AWS managed policy names, offline: nothing to look up in IAM here."""
+
+    def load(self) -> dict:
+        return {}
+
+
+def _ref_name(value: Any) -> str | None:
+    return value.get("Ref") if isinstance(value, dict) else None
+
+
+def deploy(template: Template, session: boto3.session.Session, endpoint_url: str | None = None) -> Deployment:
+    """Create the template's local resources with CreateStack in moto and read back what was made.
+
+    `endpoint_url` is the moto server's URL, or None inside moto's in-memory `mock_aws`.
+    """
+    region = session.region_name
+
+    def client(service: str) -> Any:
+        return session.client(service, endpoint_url=endpoint_url)
+
+    body, left_out = local_cloudformation(template)
+    cloudformation = client("cloudformation")
+    cloudformation.create_stack(
+        StackName=STACK_NAME,
+        TemplateBody=json.dumps(body),
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
+    )
+    stack = cloudformation.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
+    if stack["StackStatus"] != "CREATE_COMPLETE":
+        raise RuntimeError(f"moto could not create the local stack: {stack.get('StackStatusReason')}")
+    deployment = Deployment(region=region, types=dict(left_out))
+    for resource in cloudformation.describe_stack_resources(StackName=STACK_NAME)["StackResources"]:
+        rid = resource["LogicalResourceId"]
+        deployment.types[rid] = resource["ResourceType"]
+        deployment.refs[rid] = resource["PhysicalResourceId"]
+
+    lambda_client = client("lambda")
+    for rid, name in deployment.refs.items():
+        if deployment.types[rid] != "AWS::Lambda::Function":
+            continue
+        config = lambda_client.get_function_configuration(FunctionName=name)
+        variables = config.get("Environment", {}).get("Variables", {})
+        deployment.functions[rid] = DeployedFunction(
+            logical_id=rid,
+            name=config["FunctionName"],
+            arn=config["FunctionArn"],
+            handler=config["Handler"],
+            timeout_s=int(config.get("Timeout", 3)),
+            memory_mb=int(config.get("MemorySize", 128)),
+            environment={k: _as_text(v) for k, v in variables.items()},
         )
-    arn = f"arn:aws:kinesis:{region}:{ACCOUNT_ID}:stream/{name}"
-    physical.values[rid] = {None: name, "Arn": arn}
-    log.info("stream %s -> %s (%s)", rid, name, mode)
+    for output in stack.get("Outputs", []):
+        if output["OutputKey"].startswith(_MAPPING_OUTPUT_PREFIX):
+            rid, name = json.loads(output["Description"])
+            deployment.mappings.setdefault(rid, {})[name] = _as_text(output["OutputValue"])
+    log.info(
+        "CreateStack made %d resources in moto; left to the local stack or out: %d",
+        len(deployment.refs),
+        len(left_out),
+    )
+    return deployment
 
 
-def _create_table(dynamodb, rid: str, props: dict, physical: PhysicalResources, region: str) -> None:
-    name = _name(props, "TableName", rid)
-    request = {key: props[key] for key in _TABLE_CREATE_KEYS if key in props}
-    default_billing = "PROVISIONED" if "ProvisionedThroughput" in props else "PAY_PER_REQUEST"
-    request.setdefault("BillingMode", default_billing)
-    stream_spec = props.get("StreamSpecification")
-    if stream_spec:
-        request["StreamSpecification"] = {"StreamEnabled": True, **stream_spec}
-    sse = props.get("SSESpecification")
-    if sse:
-        request["SSESpecification"] = {
-            "Enabled": bool(sse.get("SSEEnabled", False)),
-            **({"SSEType": sse["SSEType"]} if "SSEType" in sse else {}),
-        }
-    description = dynamodb.create_table(TableName=name, **request)["TableDescription"]
-    dynamodb.get_waiter("table_exists").wait(TableName=name)
-    ttl = props.get("TimeToLiveSpecification")
-    if ttl and ttl.get("Enabled"):
-        dynamodb.update_time_to_live(
-            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]}
-        )
-    physical.values[rid] = {
-        None: name,
-        "Arn": description["TableArn"],
-        "StreamArn": description.get("LatestStreamArn"),
-    }
-    log.info("table %s -> %s", rid, name)
-
-
-def _simple_table_as_table(props: dict) -> dict:
-    key = props.get("PrimaryKey") or {"Name": "id", "Type": "String"}
-    type_code = {"String": "S", "Number": "N", "Binary": "B"}[key.get("Type", "String")]
-    out = {
-        "TableName": props.get("TableName"),
-        "KeySchema": [{"AttributeName": key["Name"], "KeyType": "HASH"}],
-        "AttributeDefinitions": [{"AttributeName": key["Name"], "AttributeType": type_code}],
-    }
-    if props.get("ProvisionedThroughput"):
-        out["ProvisionedThroughput"] = props["ProvisionedThroughput"]
-    if props.get("SSESpecification"):
-        out["SSESpecification"] = props["SSESpecification"]
-    return out
+def _as_text(value: Any) -> str:
+    """An environment value as Lambda hands it over: a string (booleans as CloudFormation writes them)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -1,13 +1,12 @@
 """The template's functions called directly in this process, against moto's in-memory AWS.
 
-No servers and no threads: the streaming replay evaluation uses it to push tens of
-thousands of events through the real ingest and recommend handlers quickly, with the
-same resources, environment and event shapes as the local stack.
+No servers and no threads: the streaming replay evaluation (`evaluation/replay.py`) uses it to
+push tens of thousands of events through the real ingest and recommend handlers quickly. The
+functions are deployed and wired exactly as in the local stack (`runtime.FunctionHost`).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Iterable
@@ -16,23 +15,17 @@ from typing import Any
 
 from moto import mock_aws
 
-from infra.local.aws import PhysicalResources, provision
+from infra.local.aws import KinesisSource
 from infra.local.http_api import build_http_event
-from infra.local.runtime import (
-    LocalFunction,
-    function_environment,
-    install_handler_output,
-    layer_directories,
-    layer_import_paths,
-    prepare_process,
-    restore_environment,
-    uninstall_handler_output,
-)
-from infra.local.template import ACCOUNT_ID, Template
+from infra.local.poller import kinesis_event_record
+from infra.local.runtime import FunctionHost, LocalFunction
+from infra.local.template import Template
+
+_SHARD_ID = "shardId-000000000000"
 
 
 class InProcessService:
-    """Context manager: moto in memory, template resources, handlers imported with their environment."""
+    """Context manager: moto in memory, the template deployed into it, the handlers loaded."""
 
     def __init__(
         self,
@@ -43,45 +36,46 @@ class InProcessService:
     ) -> None:
         self.template = Template(template_path)
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        self.overrides = dict(environment or {})
-        self.functions: dict[str, LocalFunction] = {}
-        self.physical: PhysicalResources | None = None
+        self.host = FunctionHost(self.template, self.region, environment, drop_metric_lines)
+        self.stream_source: KinesisSource | None = None
         self._mock = mock_aws()
-        self._previous: dict[str, str | None] = {}
         self._sequence = 0
-        self.drop_metric_lines = drop_metric_lines
-        source = next(iter(self.template.kinesis_sources()), None)
-        self.stream_function_id = source.function_id if source else None
-        self.batch_size = source.batch_size if source else 100
+
+    @property
+    def functions(self) -> dict[str, LocalFunction]:
+        return self.host.functions
+
+    @property
+    def batch_size(self) -> int:
+        """The stream mapping's BatchSize: what one `ingest` call should carry at most."""
+        return self.stream_source.batch_size if self.stream_source else 100
 
     def __enter__(self) -> InProcessService:
-        env = {
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-        }
-        self._previous = prepare_process([], env)
         self._mock.start()
-        self.physical, resolver = provision(self.template, None, self.region)
-        function_env: dict[str, str] = {}
-        paths = []
-        for spec in self.template.functions():
-            function_env.update(function_environment(spec, self.template, resolver))
-            paths += layer_import_paths(layer_directories(spec, self.template, resolver))
-            self.functions[spec.logical_id] = LocalFunction(spec, self.template.root, self.region)
-        function_env.update(self.overrides)
-        self._previous.update({k: v for k, v in prepare_process(paths, function_env).items() if k not in env})
-        install_handler_output(self.drop_metric_lines)
-        for function in self.functions.values():
-            function.load()
+        try:
+            self.host.start(endpoint_url=None)
+        except BaseException:
+            self.__exit__()
+            raise
+        self.stream_source = next(iter(self.host.deployment.kinesis_sources()), None)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.host.stop()
         self._mock.stop()
-        restore_environment(self._previous)
-        uninstall_handler_output()
+
+    def replace_user_state_store(self, store: Any) -> None:
+        """Give every handler `store` as its user-state store (the replay's in-memory table).
+
+        Sets the handlers' documented module attributes: ingest's `ingestor.store` and
+        recommend's `user_states`, both built once at init.
+        """
+        for function in self.functions.values():
+            if hasattr(function.module, "user_states"):
+                function.module.user_states = store
+            ingestor = getattr(function.module, "ingestor", None)
+            if ingestor is not None:
+                ingestor.store = store
 
     def route_function(self, method: str, path: str) -> LocalFunction:
         for route in self.template.http_routes():
@@ -111,29 +105,22 @@ class InProcessService:
 
     def ingest(self, records: Iterable[tuple[str, bytes]]) -> dict:
         """Invoke the stream function with one Kinesis batch of (partition key, data) records."""
-        stream_arn = f"arn:aws:kinesis:{self.region}:{ACCOUNT_ID}:stream/inprocess"
+        if self.stream_source is None:
+            raise RuntimeError("the template has no Kinesis event source")
+        function = self.functions[self.stream_source.function_id]
         batch = []
         for partition_key, data in records:
             self._sequence += 1
-            sequence = f"{self._sequence:056d}"
             batch.append(
-                {
-                    "kinesis": {
-                        "kinesisSchemaVersion": "1.0",
-                        "partitionKey": partition_key,
-                        "sequenceNumber": sequence,
-                        "data": base64.b64encode(data).decode("ascii"),
-                        "approximateArrivalTimestamp": 0.0,
-                    },
-                    "eventSource": "aws:kinesis",
-                    "eventVersion": "1.0",
-                    "eventID": f"shardId-000000000000:{sequence}",
-                    "eventName": "aws:kinesis:record",
-                    "invokeIdentityArn": f"arn:aws:iam::{ACCOUNT_ID}:role/inprocess",
-                    "awsRegion": self.region,
-                    "eventSourceARN": stream_arn,
-                }
+                kinesis_event_record(
+                    shard_id=_SHARD_ID,
+                    sequence_number=f"{self._sequence:056d}",
+                    partition_key=partition_key,
+                    data=data,
+                    arrival=0.0,
+                    stream_arn=self.stream_source.stream_arn,
+                    region=self.region,
+                    role_arn=f"{function.arn}-role",
+                )
             )
-        if self.stream_function_id is None:
-            raise RuntimeError("the template has no Kinesis event source")
-        return self.functions[self.stream_function_id].invoke({"Records": batch}) or {}
+        return function.invoke({"Records": batch}) or {}

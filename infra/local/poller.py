@@ -1,6 +1,7 @@
 """A local Kinesis event-source mapping: polls each shard and invokes the function with batches.
 
-It follows the settings of the template's mapping the way Lambda applies them:
+moto creates the mapping from the template but never polls it. This follows the mapping's
+settings, as moto's Lambda reports them, the way Lambda applies them:
 
 - BatchSize and MaximumBatchingWindowInSeconds decide when a batch is handed over.
 - With ReportBatchItemFailures, a response's batchItemFailures checkpoint the shard
@@ -31,12 +32,42 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from infra.local.aws import KinesisSource
 from infra.local.runtime import LocalFunction
-from infra.local.template import KinesisSource
 
 log = logging.getLogger("local.poller")
 
 _MAX_BACKOFF_S = 2.0
+
+
+def kinesis_event_record(
+    *,
+    shard_id: str,
+    sequence_number: str,
+    partition_key: str,
+    data: bytes,
+    arrival: float,
+    stream_arn: str,
+    region: str,
+    role_arn: str,
+) -> dict[str, Any]:
+    """One record of the Kinesis event Lambda hands to the function."""
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": partition_key,
+            "sequenceNumber": sequence_number,
+            "data": base64.b64encode(data).decode("ascii"),
+            "approximateArrivalTimestamp": arrival,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{sequence_number}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": role_arn,
+        "awsRegion": region,
+        "eventSourceARN": stream_arn,
+    }
 
 
 @dataclass
@@ -55,8 +86,6 @@ class KinesisPoller:
         source: KinesisSource,
         function: LocalFunction,
         kinesis_client: Any,
-        stream_name: str,
-        stream_arn: str,
         region: str,
         send_to_destination: Callable[[dict], None] | None,
         poll_interval_s: float = 0.1,
@@ -65,8 +94,8 @@ class KinesisPoller:
         self.source = source
         self.function = function
         self.kinesis = kinesis_client
-        self.stream_name = stream_name
-        self.stream_arn = stream_arn
+        self.stream_name = source.stream_name
+        self.stream_arn = source.stream_arn
         self.region = region
         self.send_to_destination = send_to_destination
         self.poll_interval_s = poll_interval_s
@@ -87,7 +116,7 @@ class KinesisPoller:
             thread.start()
         log.info(
             "%s <- %s: %d shard(s), batch %d, window %.1fs, partial=%s, bisect=%s, retries=%d, max age=%ds",
-            self.function.spec.logical_id,
+            self.function.logical_id,
             self.stream_name,
             len(shards),
             self.source.batch_size,
@@ -209,7 +238,7 @@ class KinesisPoller:
         try:
             response = self.function.invoke(event)
         except Exception as exc:
-            log.exception("%s: function error on a batch of %d", self.function.spec.logical_id, len(batch))
+            log.exception("%s: function error on a batch of %d", self.function.logical_id, len(batch))
             return _Outcome(ok=False, function_error=True, reason=f"{type(exc).__name__}: {exc}")
         elapsed_ms = (time.perf_counter() - started) * 1000
         if not self.source.report_batch_item_failures:
@@ -251,22 +280,16 @@ class KinesisPoller:
         return min(indices)
 
     def _event_record(self, shard_id: str, record: dict) -> dict:
-        return {
-            "kinesis": {
-                "kinesisSchemaVersion": "1.0",
-                "partitionKey": record["PartitionKey"],
-                "sequenceNumber": record["SequenceNumber"],
-                "data": base64.b64encode(record["Data"]).decode("ascii"),
-                "approximateArrivalTimestamp": record["ApproximateArrivalTimestamp"].timestamp(),
-            },
-            "eventSource": "aws:kinesis",
-            "eventVersion": "1.0",
-            "eventID": f"{shard_id}:{record['SequenceNumber']}",
-            "eventName": "aws:kinesis:record",
-            "invokeIdentityArn": f"{self.function.arn}-role",
-            "awsRegion": self.region,
-            "eventSourceARN": self.stream_arn,
-        }
+        return kinesis_event_record(
+            shard_id=shard_id,
+            sequence_number=record["SequenceNumber"],
+            partition_key=record["PartitionKey"],
+            data=record["Data"],
+            arrival=record["ApproximateArrivalTimestamp"].timestamp(),
+            stream_arn=self.stream_arn,
+            region=self.region,
+            role_arn=f"{self.function.arn}-role",
+        )
 
     def _discard(
         self, shard_id: str, records: list[dict], condition: str, invokes: int, outcome: _Outcome

@@ -1,15 +1,15 @@
 """Run the template's Lambda handlers in this process, the way the Lambda runtime would.
 
-Each function gets its template environment (Globals merged, intrinsics resolved
-to the local resources), its layers on the import path (as /opt/python is in
-Lambda), and a context object. Invocations of one function are serialised: one
-warm container per function, so a handler's module-level state (clients, model
-interpreter) is never used by two threads at once.
+`load_functions` is the one place that wires them, for the local stack, the in-process
+harness and the tests: each function gets its environment by one rule (the template's, as
+CloudFormation resolved it: Globals < the function's own; then the caller's overrides), its
+layers on the import path (as /opt/python is in Lambda, /opt paths mapped to the layers'
+sources) and a context object. Invocations of one function are serialised: one warm container
+per function, so a handler's module-level state is never used by two threads at once.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import io
 import logging
@@ -18,13 +18,16 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.local.template import ACCOUNT_ID, STACK_NAME, FunctionSpec, Resolver, Template
+import boto3
+
+from infra.local.aws import DeployedFunction, Deployment, deploy
+from infra.local.template import FunctionSpec, Template
 
 log = logging.getLogger("local.lambda")
 
@@ -50,24 +53,40 @@ class LambdaContext:
 
 
 class LocalFunction:
-    """One function of the template: its handler, imported once, invoked serially."""
+    """One function of the template: its handler, imported once with its environment, invoked serially."""
 
-    def __init__(self, spec: FunctionSpec, root: Path, region: str) -> None:
+    def __init__(
+        self, spec: FunctionSpec, deployed: DeployedFunction, root: Path, environment: dict[str, str]
+    ) -> None:
         self.spec = spec
+        self.deployed = deployed
         self.root = root
-        self.name = f"{STACK_NAME}-{spec.logical_id}"
-        self.arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{self.name}"
-        self._handler: Callable[[dict, Any], Any] | None = None
+        self.environment = environment
+        self.name = deployed.name
+        self.arn = deployed.arn
         self.module: Any = None
+        self._handler: Callable[[dict, Any], Any] | None = None
         self._lock = threading.Lock()
 
+    @property
+    def logical_id(self) -> str:
+        return self.spec.logical_id
+
     def load(self) -> None:
-        """Import the handler module (after the environment is in place, as at a cold start)."""
-        module_name, _, function_name = self.spec.handler.rpartition(".")
-        code_dir = (self.root / self.spec.code_uri).resolve()
-        output = _handler_output.running(self.spec.logical_id) if _handler_output else nullcontext()
-        with output:
-            module = _import_handler_module(self.root, code_dir, module_name)
+        """Import the handler module with this function's environment in place, as at a cold start.
+
+        The module is loaded from its file under a name of its own, so every load is a fresh cold
+        start and two functions' `app` modules never meet in sys.modules.
+        """
+        module_name, _, function_name = self.deployed.handler.rpartition(".")
+        path = (self.root / self.spec.code_uri / f"{module_name}.py").resolve()
+        unique = f"_local_lambda_{self.logical_id}_{module_name}_{id(self)}"
+        spec = importlib.util.spec_from_file_location(unique, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[unique] = module
+        output = _handler_output.running(self.logical_id) if _handler_output else nullcontext()
+        with output, environment_applied(self.environment):
+            spec.loader.exec_module(module)
         self.module = module
         self._handler = getattr(module, function_name)
 
@@ -75,73 +94,68 @@ class LocalFunction:
         """Call the handler with `event`; exceptions propagate (a function error)."""
         if self._handler is None:
             self.load()
-        output = _handler_output.running(self.spec.logical_id) if _handler_output else nullcontext()
+        output = _handler_output.running(self.logical_id) if _handler_output else nullcontext()
         with self._lock, output:
             context = LambdaContext(
                 function_name=self.name,
-                memory_limit_in_mb=self.spec.memory_mb,
+                memory_limit_in_mb=self.deployed.memory_mb,
                 invoked_function_arn=self.arn,
                 aws_request_id=str(uuid.uuid4()),
-                timeout_s=self.spec.timeout_s,
+                timeout_s=self.deployed.timeout_s,
                 started=time.monotonic(),
                 log_group_name=f"/aws/lambda/{self.name}",
             )
             return self._handler(event, context)
 
 
-def _import_handler_module(root: Path, code_dir: Path, module_name: str):
-    """Import `module_name` from `code_dir`, as a package module when the repo layout allows it.
+def load_functions(
+    template: Template, deployment: Deployment, overrides: Mapping[str, str] | None = None
+) -> dict[str, LocalFunction]:
+    """Every template function with code on disk, imported with its environment, by logical id.
 
-    Importing `functions.collect.app` (rather than a bare `app`) keeps several
-    functions' `app` modules apart in one process.
+    One environment rule: the template's (Globals < the function's own, merged and resolved by
+    CloudFormation), /opt paths mapped to the function's layer sources, then `overrides`. Each
+    handler module is imported with exactly its own environment on top of the process's.
     """
-    try:
-        relative = code_dir.relative_to(root)
-    except ValueError:
-        relative = None
-    if relative is not None and all(
-        (root.joinpath(*relative.parts[: i + 1]) / "__init__.py").exists() for i in range(len(relative.parts))
-    ):
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-        return importlib.import_module(".".join((*relative.parts, module_name)))
-    unique = f"_local_lambda_{abs(hash(code_dir))}_{module_name}"
-    spec = importlib.util.spec_from_file_location(unique, code_dir / f"{module_name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[unique] = module
-    spec.loader.exec_module(module)
-    return module
+    functions = {}
+    for spec in template.functions():
+        deployed = deployment.functions[spec.logical_id]
+        environment = {**lambda_environment(deployed.environment, spec.layers), **(overrides or {})}
+        functions[spec.logical_id] = LocalFunction(spec, deployed, template.root, environment)
+        for path in layer_import_paths(spec.layers):
+            if path.is_dir() and str(path) not in sys.path:
+                sys.path.insert(0, str(path))
+    for function in functions.values():
+        function.load()
+        log.info("loaded %s (%s)", function.logical_id, function.deployed.handler)
+    return functions
 
 
-def function_environment(spec: FunctionSpec, template: Template, resolver: Resolver) -> dict[str, str]:
-    """The function's environment with references resolved and /opt paths mapped to the layers' sources."""
-    layer_dirs = layer_directories(spec, template, resolver)
-    env = {}
-    for key, value in resolver(spec.environment).items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        if text.startswith(_LAYER_MOUNT):
-            mapped = _map_layer_path(text, layer_dirs)
+def shared_environment(functions: Mapping[str, LocalFunction]) -> dict[str, str]:
+    """The variables every function has with the same value: os.environ while they all run here.
+
+    One process hosts every function, so a value only some functions have cannot be in os.environ
+    during invocations; the handlers read their settings at import, where each had its own.
+    """
+    environments = [f.environment for f in functions.values()]
+    first = environments[0] if environments else {}
+    return {key: value for key, value in first.items() if all(e.get(key) == value for e in environments)}
+
+
+def lambda_environment(environment: Mapping[str, str], layer_dirs: list[Path]) -> dict[str, str]:
+    """The function's environment with /opt paths mapped to its layers' sources.
+
+    A path into a layer the function does not have is left out: it could not use it in Lambda either.
+    """
+    out = {}
+    for key, value in environment.items():
+        if value.startswith(_LAYER_MOUNT):
+            mapped = _map_layer_path(value, layer_dirs)
             if mapped is None:
-                # The path lives in a layer this function does not have: it cannot use it in
-                # Lambda either, and must not override a function that does have the layer.
                 continue
-            text = mapped
-        env[key] = text
-    return env
-
-
-def layer_directories(spec: FunctionSpec, template: Template, resolver: Resolver) -> list[Path]:
-    """Source folders of the function's layers (ContentUri of each AWS::Serverless::LayerVersion)."""
-    dirs = []
-    for layer in spec.layers:
-        logical_id = layer.get("Ref") if isinstance(layer, dict) else None
-        resource = template.resources.get(logical_id or "")
-        if not resource or resource.get("Type") != "AWS::Serverless::LayerVersion":
-            continue
-        content = resolver(resource.get("Properties", {}).get("ContentUri"))
-        if isinstance(content, str):
-            dirs.append((template.root / content).resolve())
-    return dirs
+            value = mapped
+        out[key] = value
+    return out
 
 
 def layer_import_paths(layer_dirs: list[Path]) -> list[Path]:
@@ -158,20 +172,25 @@ def _map_layer_path(path: str, layer_dirs: list[Path]) -> str | None:
     return None
 
 
-def prepare_process(paths: list[Path], env: dict[str, str]) -> dict[str, str | None]:
-    """Put layer folders on the import path and the environment in os.environ (before any import).
+@contextmanager
+def environment_applied(env: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `env` on top for the duration of the block."""
+    previous = prepare_process(env)
+    try:
+        yield
+    finally:
+        restore_environment(previous)
 
-    Returns the previous values, for restore_environment.
-    """
-    for path in paths:
-        if path.is_dir() and str(path) not in sys.path:
-            sys.path.insert(0, str(path))
+
+def prepare_process(env: Mapping[str, str]) -> dict[str, str | None]:
+    """Put `env` into os.environ; returns the previous values, for restore_environment."""
     previous = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     return previous
 
 
 def restore_environment(previous: dict[str, str | None]) -> None:
+    """Undo `prepare_process`."""
     for key, value in previous.items():
         if value is None:
             os.environ.pop(key, None)
@@ -245,3 +264,60 @@ def uninstall_handler_output() -> None:
     if _handler_output is not None and sys.stdout is _handler_output:
         sys.stdout = _handler_output._target
     _handler_output = None
+
+
+# Set in os.environ while the functions run here: boto3 clients the handlers create go to moto with
+# fixed fake credentials (real ones, if the shell has any, are never used or sent anywhere), and
+# there is no X-Ray daemon to send traces to.
+LOCAL_PROCESS_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}
+
+
+class FunctionHost:
+    """This process as the host of the template's functions, for the local stack and the in-process harness.
+
+    `start` puts the local AWS settings into os.environ, deploys the template into moto
+    (`aws.deploy`) and loads the handlers (`load_functions`); `stop` restores os.environ.
+    """
+
+    def __init__(
+        self,
+        template: Template,
+        region: str,
+        overrides: Mapping[str, str] | None = None,
+        drop_metric_lines: bool = False,
+    ) -> None:
+        self.template = template
+        self.region = region
+        self.overrides = dict(overrides or {})
+        self.drop_metric_lines = drop_metric_lines
+        self.deployment: Deployment | None = None
+        self.functions: dict[str, LocalFunction] = {}
+        self._previous: dict[str, str | None] = {}
+
+    def start(self, endpoint_url: str | None) -> None:
+        """Deploy into moto at `endpoint_url` (None: moto's in-memory `mock_aws`, already started)."""
+        process = {**LOCAL_PROCESS_ENVIRONMENT, "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region}
+        if endpoint_url:
+            process["AWS_ENDPOINT_URL"] = endpoint_url
+        self._previous = prepare_process(process)
+        self.deployment = deploy(self.template, self.session(), endpoint_url)
+        install_handler_output(self.drop_metric_lines)
+        self.functions = load_functions(self.template, self.deployment, self.overrides)
+        shared = prepare_process(shared_environment(self.functions))
+        self._previous.update({k: v for k, v in shared.items() if k not in self._previous})
+
+    def stop(self) -> None:
+        restore_environment(self._previous)
+        self._previous = {}
+        uninstall_handler_output()
+
+    def session(self) -> boto3.session.Session:
+        """A boto3 session for the local AWS (fake credentials)."""
+        return boto3.session.Session(
+            region_name=self.region, aws_access_key_id="testing", aws_secret_access_key="testing"
+        )

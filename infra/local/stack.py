@@ -1,4 +1,4 @@
-"""The whole service on one machine: moto as AWS, the real handlers, the HTTP API, the stream poller.
+"""The whole service on one machine: moto as AWS, the real handlers, the stream poller, the HTTP API.
 
 `make local` (python -m infra.local.stack) starts it and keeps it running until Ctrl-C,
 printing a token for the API. `LocalStack` is also used by the demo and the tests.
@@ -16,23 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from infra.local.auth import LocalIdentityProvider
-from infra.local.aws import MotoServer, PhysicalResources, provision
+from infra.local.aws import MotoServer
 from infra.local.http_api import BoundRoute, LocalHttpApi
 from infra.local.poller import KinesisPoller, sqs_destination
-from infra.local.runtime import (
-    LocalFunction,
-    function_environment,
-    install_handler_output,
-    layer_directories,
-    layer_import_paths,
-    prepare_process,
-    restore_environment,
-    uninstall_handler_output,
-)
-from infra.local.template import Template
+from infra.local.runtime import FunctionHost, LocalFunction
+from infra.local.template import Resolver, Template
 
 log = logging.getLogger("local.stack")
 
@@ -41,19 +30,9 @@ DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 DEFAULT_KEY_FILE = REPO_ROOT / ".cache" / "local-signing-key.pem"
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(name)-13s %(levelname)-7s %(message)s"
 
-# Set for every local function: the boto3 clients the handlers create at import go to moto,
-# and there is no X-Ray daemon to send traces to.
-# Fixed fake credentials: real ones, if the shell has any, are never used or sent anywhere.
-_LOCAL_ENVIRONMENT = {
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
-
 
 class LocalStack:
-    """Starts moto, creates the template's resources, wires the real handlers to them."""
+    """Starts moto, deploys the template into it, runs the real handlers behind the poller and HTTP API."""
 
     def __init__(
         self,
@@ -72,17 +51,17 @@ class LocalStack:
         self.api_port = api_port
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.poll_interval_s = poll_interval_s
-        self.environment_overrides = dict(environment or {})
         self._signing_key_pem = signing_key_pem
-        self.drop_metric_lines = drop_metric_lines
         self.moto = MotoServer(host=host)
-        self.physical: PhysicalResources | None = None
-        self.functions: dict[str, LocalFunction] = {}
+        self.functions_host = FunctionHost(self.template, self.region, environment, drop_metric_lines)
         self.pollers: list[KinesisPoller] = []
         self.identity: dict[str, LocalIdentityProvider] = {}
         self.api: LocalHttpApi | None = None
         self._started: list[Any] = []
-        self._previous_environment: dict[str, str | None] = {}
+
+    @property
+    def functions(self) -> dict[str, LocalFunction]:
+        return self.functions_host.functions
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -94,62 +73,33 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
-        self._previous_environment = prepare_process([], _LOCAL_ENVIRONMENT)
-        endpoint = self.moto.start()
         self._started.append(self.moto)
-        self.physical, resolver = provision(self.template, endpoint, self.region)
-
-        # One process hosts every function, so they share one environment; the template's
-        # Globals make them agree, and a disagreement is reported rather than hidden.
-        env = {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_REGION": self.region,
-            **_LOCAL_ENVIRONMENT,
-        }
-        import_paths = []
-        for spec in self.template.functions():
-            for key, value in function_environment(spec, self.template, resolver).items():
-                if key in env and env[key] != value and key not in _LOCAL_ENVIRONMENT:
-                    log.warning("%s sets %s=%r, another function %r", spec.logical_id, key, value, env[key])
-                env.setdefault(key, value)
-            import_paths += layer_import_paths(layer_directories(spec, self.template, resolver))
-            self.functions[spec.logical_id] = LocalFunction(spec, self.template.root, self.region)
-        env.update(self.environment_overrides)
-        install_handler_output(self.drop_metric_lines)
-        previous = prepare_process(import_paths, env)
-        self._previous_environment.update({k: v for k, v in previous.items() if k not in _LOCAL_ENVIRONMENT})
-        for function in self.functions.values():
-            function.load()
-            log.info("loaded %s (%s)", function.spec.logical_id, function.spec.handler)
+        endpoint = self.moto.start()
+        self._started.append(self.functions_host)
+        self.functions_host.start(endpoint)
+        deployment = self.functions_host.deployment
+        resolver = Resolver(self.template, deployment.attribute, self.region)
 
         clients = self.clients("kinesis", "sqs")
-        for source in self.template.kinesis_sources():
-            if not source.enabled:
-                continue
-            stream_arn = resolver(source.stream)
-            stream_id = self.physical.by_arn(stream_arn)
+        for source in deployment.kinesis_sources():
             destination = None
-            if source.on_failure is not None:
-                target_id = self.physical.by_arn(resolver(source.on_failure))
-                if target_id and self.template.resources[target_id]["Type"] == "AWS::SQS::Queue":
-                    queue_url = self.physical.attribute(target_id, "QueueUrl")
-                    destination = sqs_destination(clients["sqs"], queue_url)
-                else:
-                    log.warning("OnFailure destination %s is not a local SQS queue; not delivered", target_id)
+            if source.on_failure_arn and ":sqs:" in source.on_failure_arn:
+                queue_name = source.on_failure_arn.rsplit(":", 1)[-1]
+                queue_url = clients["sqs"].get_queue_url(QueueName=queue_name)["QueueUrl"]
+                destination = sqs_destination(clients["sqs"], queue_url)
+            elif source.on_failure_arn:
+                log.warning("OnFailure %s is not an SQS queue: not delivered locally", source.on_failure_arn)
             poller = KinesisPoller(
                 source,
                 self.functions[source.function_id],
                 clients["kinesis"],
-                stream_name=self.physical.attribute(stream_id, None),
-                stream_arn=stream_arn,
                 region=self.region,
                 send_to_destination=destination,
                 poll_interval_s=self.poll_interval_s,
             )
+            self._started.append(poller)
             poller.start()
             self.pollers.append(poller)
-            self._started.append(poller)
 
         routes = self.template.http_routes()
         api_ids = sorted({r.api_id for r in routes})
@@ -172,16 +122,16 @@ class LocalStack:
             port=self.api_port,
             cors=self._cors(resolver, api_ids),
         )
-        self.api.start()
         self._started.append(self.api)
+        self.api.start()
 
-    def _cors(self, resolver, api_ids: list[str]) -> dict | None:
+    def _cors(self, resolver: Resolver, api_ids: list[str]) -> dict | None:
         cors = resolver(self.template.http_api_cors(api_ids[0])) if api_ids else None
         return cors if isinstance(cors, dict) else None  # !Ref AWS::NoValue: no CORS
 
     def stop(self) -> None:
-        """Stop the HTTP API, the pollers and moto, newest first; nothing keeps running."""
-        if not self._started and not self._previous_environment:
+        """Stop the HTTP API, the pollers, the functions and moto, newest first; nothing keeps running."""
+        if not self._started:
             return
         while self._started:
             part = self._started.pop()
@@ -189,9 +139,6 @@ class LocalStack:
                 part.stop()
             except Exception:
                 log.exception("stopping %s failed", type(part).__name__)
-        restore_environment(self._previous_environment)
-        uninstall_handler_output()
-        self._previous_environment = {}
         log.info("local stack stopped")
 
     def __enter__(self) -> LocalStack:
@@ -211,14 +158,12 @@ class LocalStack:
 
     def clients(self, *services: str) -> dict[str, Any]:
         """boto3 clients for the local AWS."""
-        session = boto3.session.Session(
-            region_name=self.region, aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
+        session = self.functions_host.session()
         return {s: session.client(s, endpoint_url=self.aws_endpoint_url) for s in services}
 
     def resource(self, logical_id: str, attribute: str | None = None) -> Any:
         """A template resource's local physical value (Ref when attribute is None)."""
-        return self.physical.attribute(logical_id, attribute)
+        return self.functions_host.deployment.attribute(logical_id, attribute)
 
     def identity_provider(self, authorizer: str | None = None) -> LocalIdentityProvider:
         if authorizer is None:
@@ -240,10 +185,7 @@ class LocalStack:
             "api_url": self.api_url,
             "aws_endpoint_url": self.aws_endpoint_url,
             "region": self.region,
-            "resources": {
-                rid: {str(k) if k else "Ref": v for k, v in attrs.items()}
-                for rid, attrs in self.physical.values.items()
-            },
+            "resources": {rid: {"Ref": ref} for rid, ref in self.functions_host.deployment.refs.items()},
             "issuer": provider.issuer if provider else None,
             "audiences": provider.audiences if provider else [],
             "routes": [b.route.route_key for b in self.api.routes] if self.api else [],

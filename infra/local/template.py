@@ -1,9 +1,9 @@
-"""Read the SAM template the way the local stack needs it.
+"""Read what moto's CloudFormation does not cover from the SAM template: code and layer folders, the HTTP API.
 
-Everything the local stack creates or wires (tables, stream, queue, handlers, routes,
-event-source settings, environment) comes from template.yaml, so the local run cannot
-drift from what `sam deploy` creates. Intrinsic functions are resolved against the
-physical names of the local resources.
+moto creates the resources, functions and mappings from the translated template (`aws.deploy`);
+the local stack still needs the functions' code and layer sources on disk, and the HttpApi's
+routes, JWT authorizers and CORS settings, which it serves itself. Intrinsic functions in those
+are resolved against the local resources.
 """
 
 from __future__ import annotations
@@ -21,24 +21,6 @@ STACK_NAME = "rtrec-local"
 
 # A property set to !Ref AWS::NoValue disappears; resolution returns this marker first.
 NO_VALUE = object()
-
-
-@dataclass(frozen=True)
-class KinesisSource:
-    """A Kinesis event source of a function, with the mapping settings Lambda honours."""
-
-    function_id: str
-    stream: Any  # intrinsic, resolves to the stream ARN
-    batch_size: int = 100
-    batching_window_s: float = 0.0
-    report_batch_item_failures: bool = False
-    bisect_on_error: bool = False
-    max_retries: int = -1  # -1 = until the record expires
-    max_record_age_s: int = -1
-    on_failure: Any = None  # intrinsic, resolves to the destination ARN
-    starting_position: str = "LATEST"
-    parallelization_factor: int = 1
-    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -76,15 +58,15 @@ class JwtAuthorizerSpec:
 
 @dataclass
 class FunctionSpec:
-    """A serverless function as the template declares it (Globals merged in)."""
+    """Where a serverless function's code and layers are on disk (Globals merged in).
+
+    Its environment, handler, timeout and memory are what moto's Lambda reports after CreateStack
+    (`aws.DeployedFunction`): the translator and CloudFormation merge and resolve them there.
+    """
 
     logical_id: str
     code_uri: str
-    handler: str
-    environment: dict[str, Any] = field(default_factory=dict)
-    layers: list[Any] = field(default_factory=list)
-    timeout_s: int = 3
-    memory_mb: int = 128
+    layers: list[Path] = field(default_factory=list)
 
 
 class Template:
@@ -118,7 +100,7 @@ class Template:
         return resolver.condition(name)
 
     def functions(self) -> list[FunctionSpec]:
-        """Every AWS::Serverless::Function with code on disk, with the Globals.Function settings merged in.
+        """Every AWS::Serverless::Function with code on disk, with its layers' source folders.
 
         Functions with InlineCode (the Cognito trigger) have no local counterpart: nothing local calls them.
         """
@@ -128,20 +110,23 @@ class Template:
             props = res.get("Properties", {})
             if "InlineCode" in props:
                 continue
-            env = dict(defaults.get("Environment", {}).get("Variables", {}))
-            env.update(props.get("Environment", {}).get("Variables", {}))
+            layers = list(defaults.get("Layers", [])) + list(props.get("Layers", []))
             specs.append(
                 FunctionSpec(
                     logical_id=rid,
                     code_uri=str(props.get("CodeUri", defaults.get("CodeUri", "."))),
-                    handler=props.get("Handler", defaults.get("Handler", "app.lambda_handler")),
-                    environment=env,
-                    layers=list(defaults.get("Layers", [])) + list(props.get("Layers", [])),
-                    timeout_s=int(props.get("Timeout", defaults.get("Timeout", 3))),
-                    memory_mb=int(props.get("MemorySize", defaults.get("MemorySize", 128))),
+                    layers=[d for d in (self._layer_source(layer) for layer in layers) if d is not None],
                 )
             )
         return specs
+
+    def _layer_source(self, layer: Any) -> Path | None:
+        """The ContentUri folder of a `!Ref` to an AWS::Serverless::LayerVersion of this template."""
+        resource = self.resources.get(layer.get("Ref", "") if isinstance(layer, dict) else "")
+        if not resource or resource.get("Type") != "AWS::Serverless::LayerVersion":
+            return None
+        content = resource.get("Properties", {}).get("ContentUri")
+        return (self.root / content).resolve() if isinstance(content, str) else None
 
     def _events(self, event_type: str) -> list[tuple[str, dict]]:
         out = []
@@ -152,36 +137,6 @@ class Template:
                 if event.get("Type") == event_type:
                     out.append((rid, event.get("Properties", {})))
         return out
-
-    def kinesis_sources(self) -> list[KinesisSource]:
-        """Kinesis event sources, from SAM function events and plain AWS::Lambda::EventSourceMapping."""
-        entries = list(self._events("Kinesis"))
-        for res in self.of_type("AWS::Lambda::EventSourceMapping").values():
-            props = res.get("Properties", {})
-            function = props.get("FunctionName", {})
-            function_id = function.get("Ref") if isinstance(function, dict) else str(function)
-            entries.append((function_id, {**props, "Stream": props.get("EventSourceArn")}))
-        sources = []
-        for function_id, props in entries:
-            on_failure = (props.get("DestinationConfig") or {}).get("OnFailure") or {}
-            sources.append(
-                KinesisSource(
-                    function_id=function_id,
-                    stream=props["Stream"],
-                    batch_size=int(props.get("BatchSize", 100)),
-                    batching_window_s=float(props.get("MaximumBatchingWindowInSeconds", 0)),
-                    report_batch_item_failures="ReportBatchItemFailures"
-                    in (props.get("FunctionResponseTypes") or []),
-                    bisect_on_error=_as_bool(props.get("BisectBatchOnFunctionError", False)),
-                    max_retries=int(props.get("MaximumRetryAttempts", -1)),
-                    max_record_age_s=int(props.get("MaximumRecordAgeInSeconds", -1)),
-                    on_failure=on_failure.get("Destination"),
-                    starting_position=str(props.get("StartingPosition", "LATEST")),
-                    parallelization_factor=int(props.get("ParallelizationFactor", 1)),
-                    enabled=_as_bool(props.get("Enabled", True)),
-                )
-            )
-        return sources
 
     def http_routes(self) -> list[HttpRoute]:
         """HttpApi routes of all functions, each with the authorizer that guards it."""
@@ -245,12 +200,6 @@ class Template:
                 identity_source=spec.get("IdentitySource", "$request.header.Authorization"),
             )
         return out
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.lower() == "true"
-    return bool(value)
 
 
 class Resolver:

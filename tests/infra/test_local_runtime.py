@@ -1,9 +1,9 @@
 """The local stack's generic machinery, on a small template with stand-in handlers.
 
-These pin down the behaviour the real service relies on locally: resources made
-from the template, routes and the JWT authorizer, payload-2.0 events, and the
-Kinesis mapping semantics (partial-failure checkpointing, bisect on error,
-retries, on-failure destination).
+These pin down the behaviour the real service relies on locally: resources made by moto's
+CloudFormation from the template, the functions' environments, routes and the JWT authorizer,
+payload-2.0 events, and the Kinesis mapping semantics (partial-failure checkpointing, bisect on
+error, retries, on-failure destination).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ import pytest
 from infra.local.auth import LocalIdentityProvider
 from infra.local.stack import LocalStack
 from infra.local.template import Template
+from tests.builders import call_api, wait_for
 
 TEMPLATE = """
 AWSTemplateFormatVersion: '2010-09-09'
@@ -32,6 +31,8 @@ Globals:
         TABLE_NAME: !Ref Table
         STREAM_NAME: !Ref Stream
         QUEUE_URL: !Ref Dlq
+        LEVEL: global
+        OVERRIDDEN: template
 Resources:
   UserPool:
     Type: AWS::Cognito::UserPool
@@ -70,6 +71,10 @@ Resources:
     Properties:
       CodeUri: echo/
       Handler: app.handler
+      Environment:
+        Variables:
+          LEVEL: echo
+          ECHO_ONLY: "yes"
       Events:
         Get:
           Type: HttpApi
@@ -105,6 +110,7 @@ Resources:
 ECHO = """
 import json, os, boto3
 kinesis = boto3.client("kinesis")
+AT_IMPORT = {name: os.environ.get(name) for name in ("LEVEL", "ECHO_ONLY", "OVERRIDDEN", "TABLE_NAME")}
 
 def handler(event, context):
     if event["routeKey"] == "POST /v1/put":
@@ -120,6 +126,7 @@ def handler(event, context):
             "path": event.get("pathParameters"),
             "query": event.get("queryStringParameters"),
             "table": os.environ["TABLE_NAME"],
+            "at_import": AT_IMPORT,
         }),
     }
 """
@@ -130,6 +137,7 @@ def handler(event, context):
 SINK = """
 import base64, json, os, boto3
 table = boto3.resource("dynamodb").Table(os.environ["TABLE_NAME"])
+AT_IMPORT = {name: os.environ.get(name) for name in ("LEVEL", "ECHO_ONLY", "OVERRIDDEN")}
 seen_flaky = set()
 
 def handler(event, context):
@@ -164,31 +172,38 @@ def template_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(template_path):
-    with LocalStack(template_path, poll_interval_s=0.05) as running:
+    with LocalStack(template_path, poll_interval_s=0.05, environment={"OVERRIDDEN": "caller"}) as running:
         yield running
 
 
 def call(stack: LocalStack, method: str, path: str, token: str | None = None, body: dict | None = None):
-    request = urllib.request.Request(
-        stack.api_url + path,
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}"} if token else {},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null"), dict(response.headers)
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null"), dict(error.headers)
+    return call_api(stack.api_url + path, method, token=token, body=body)
 
 
-def test_template_settings_are_read_not_restated(template_path):
-    template = Template(template_path)
-    (source,) = template.kinesis_sources()
-    assert (source.batch_size, source.max_retries, source.starting_position) == (10, 2, "TRIM_HORIZON")
+def test_template_settings_are_read_not_restated(stack, template_path):
+    (poller,) = stack.pollers  # the mapping moto's CloudFormation created, settings as Lambda reports them
+    source = poller.source
+    assert (source.function_id, source.batch_size, source.max_retries) == ("Sink", 10, 2)
+    assert source.starting_position == "TRIM_HORIZON"
     assert source.report_batch_item_failures and source.bisect_on_error
-    routes = {r.route_key: r.authorizer for r in template.http_routes()}
+    assert source.stream_name == stack.resource("Stream")
+    routes = {r.route_key: r.authorizer for r in Template(template_path).http_routes()}
     assert routes == {"GET /v1/echo/{name}": "Jwt", "POST /v1/put": "Jwt", "GET /health": None}
+
+
+def test_one_environment_rule_globals_then_function_then_caller(stack):
+    echo, sink = stack.functions["Echo"], stack.functions["Sink"]
+    assert (echo.environment["LEVEL"], echo.environment["ECHO_ONLY"]) == ("echo", "yes")
+    assert sink.environment["LEVEL"] == "global" and "ECHO_ONLY" not in sink.environment
+    assert echo.environment["OVERRIDDEN"] == sink.environment["OVERRIDDEN"] == "caller"
+    # Each handler module was imported with exactly its own environment, as in its own container.
+    assert {
+        "LEVEL": "echo",
+        "ECHO_ONLY": "yes",
+        "OVERRIDDEN": "caller",
+        "TABLE_NAME": stack.resource("Table"),
+    } == echo.module.AT_IMPORT
+    assert sink.module.AT_IMPORT == {"LEVEL": "global", "ECHO_ONLY": None, "OVERRIDDEN": "caller"}
 
 
 def test_authorized_request_gets_cognito_shaped_claims_as_strings(stack):
@@ -202,7 +217,7 @@ def test_authorized_request_gets_cognito_shaped_claims_as_strings(stack):
     assert body["path"] == {"name": "bob"}
     assert body["query"] == {"k": "10", "tag": "a,b"}
     assert body["table"] == stack.resource("Table")
-    assert headers["x-function"].endswith("Echo")
+    assert headers["x-function"] == stack.functions["Echo"].name  # the name CloudFormation gave it
 
 
 @pytest.mark.parametrize("case", ["missing", "garbage", "expired", "foreign key", "wrong audience"])
@@ -225,16 +240,6 @@ def test_open_route_and_unknown_route(stack):
     assert call(stack, "GET", "/nope", stack.token("u"))[0] == 404
 
 
-def wait_for(predicate, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_stream_mapping_checkpoints_bisects_retries_and_sends_poison_to_the_destination(stack):
     clients = stack.clients("kinesis", "dynamodb", "sqs")
     kinds = [("ok-1", "ok"), ("flaky-1", "flaky"), ("ok-2", "ok"), ("poison-1", "crash"), ("ok-3", "ok")]
@@ -252,7 +257,7 @@ def test_stream_mapping_checkpoints_bisects_retries_and_sends_poison_to_the_dest
     assert record["requestContext"]["approximateInvokeCount"] == 3  # first try + MaximumRetryAttempts
     assert record["KinesisBatchInfo"]["batchSize"] == 1  # bisected down to the poison record
     assert record["KinesisBatchInfo"]["startSequenceNumber"] == poison_sequence
-    assert record["KinesisBatchInfo"]["streamArn"] == stack.resource("Stream", "Arn")
+    assert record["KinesisBatchInfo"]["streamArn"] == stack.pollers[0].source.stream_arn
 
     assert stack.wait_for_stream(20)
     items = clients["dynamodb"].scan(TableName=stack.resource("Table"))["Items"]

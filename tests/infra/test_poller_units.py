@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+from infra.local.aws import KinesisSource
 from infra.local.poller import KinesisPoller
-from infra.local.template import KinesisSource
+from tests.builders import stream_record
+
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/s"
 
 
 def records(*ages_s: float) -> list[dict]:
-    now = datetime.now(UTC)
-    return [
-        {
-            "SequenceNumber": str(n),
-            "PartitionKey": "p",
-            "Data": b"{}",
-            "ApproximateArrivalTimestamp": now - timedelta(seconds=age),
-        }
-        for n, age in enumerate(ages_s, start=1)
-    ]
+    return [stream_record(str(n), age_s=age) for n, age in enumerate(ages_s, start=1)]
 
 
 def poller(respond, **settings) -> tuple[KinesisPoller, list[list[str]], list[dict]]:
@@ -31,10 +24,12 @@ def poller(respond, **settings) -> tuple[KinesisPoller, list[list[str]], list[di
         invoked.append(sequences)
         return respond(sequences)
 
-    function = SimpleNamespace(invoke=invoke, spec=SimpleNamespace(logical_id="Fn"), arn="arn:fn")
-    source = KinesisSource(function_id="Fn", stream=None, report_batch_item_failures=True, **settings)
+    function = SimpleNamespace(invoke=invoke, logical_id="Fn", arn="arn:fn")
+    source = KinesisSource(
+        function_id="Fn", stream_arn=STREAM_ARN, report_batch_item_failures=True, **settings
+    )
     kinesis_poller = KinesisPoller(
-        source, function, None, "s", "arn:stream", "us-east-1", destination.append, retry_backoff_s=0.001
+        source, function, None, "us-east-1", destination.append, retry_backoff_s=0.001
     )
     return kinesis_poller, invoked, destination
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_build.replay import InMemoryStateTable
+from evaluation.replay import InMemoryStateTable
 from rtrec.state import UserState
 from rtrec.stores.user_state import UserStateStore, VersionConflict
 
@@ -32,3 +32,13 @@ def test_reads_are_copies():
     store.put(state(1))
     store.get("u1").counts["view"] = 99
     assert store.get("u1").counts == {"view": 1}
+
+
+def test_batch_reads_and_deletes_behave_like_dynamodb_for_the_store():
+    store = UserStateStore(InMemoryStateTable("states"))
+    store.put(state(1))
+    found = store.get_many(["u1", "nobody"])
+    assert found["u1"].version == 1 and found["nobody"] is None
+    store.delete("u1")
+    store.delete("u1")  # deleting what is not there succeeds, as in DynamoDB
+    assert store.get("u1") is None

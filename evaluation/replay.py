@@ -3,8 +3,8 @@
 1. Cut the ratings at the global time cutoff (model_build.data.time_cutoff). Train a model on the
    events before it only (model_build.train's training and export), so nothing after the cutoff
    leaks into the model.
-2. Create the template's resources in moto (in memory) and load the real ingest and recommend
-   handlers with the template's environment, MODEL_DIR pointing at that model.
+2. Deploy the template into moto (in memory) and load the real ingest and recommend handlers
+   with the template's environment, MODEL_DIR pointing at that model (infra.local.inprocess).
 3. Ingest every user's pre-cutoff history through the ingest handler (Kinesis-shaped batches).
 4. Replay every later event in time order. Before each event, ask GET /v1/recommendations (k=10)
    for that user and count a hit if the event's item is in the answer; then ingest the event.
@@ -15,9 +15,9 @@ Three recommenders are compared on the same events:
   popular the 10 most popular training items the user has not interacted with yet
 
 Exploration is switched off (EXPLORATION_SHARE=0) so the evaluation is deterministic.
-Writes model_build/replay.json and model_build/replay.png.
+Writes evaluation/replay.json and evaluation/replay.png.
 
-python -m model_build.replay [--epochs N] [--max-events N] [--retrain]
+python -m evaluation.replay [--epochs N] [--max-events N] [--retrain] [--moto]
 """
 
 from __future__ import annotations
@@ -36,21 +36,22 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import ClientError
 
+from dataio.movielens import Interactions, load_movielens, time_cutoff
 from infra.local.inprocess import InProcessService
-from model_build import data as data_module
+from model_build import data as model_data
 from model_build.metrics import summary
 from rtrec.events import Event
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO_ROOT / "template.yaml"
-REPLAY_MODEL_DIR = data_module.WORK_DIR / "replay-model"
+REPLAY_MODEL_DIR = model_data.WORK_DIR / "replay-model"
 OUT_JSON = Path(__file__).resolve().parent / "replay.json"
 OUT_CHART = Path(__file__).resolve().parent / "replay.png"
 K = 10
 VARIANTS = ("live", "frozen", "popular")
 
 
-def subset(data: data_module.Interactions, mask: np.ndarray) -> data_module.Interactions:
+def subset(data: Interactions, mask: np.ndarray) -> Interactions:
     """The interactions selected by `mask`, with the full item table."""
     return replace(
         data,
@@ -61,19 +62,19 @@ def subset(data: data_module.Interactions, mask: np.ndarray) -> data_module.Inte
     )
 
 
-def train_history_model(history: data_module.Interactions, out_dir: Path, epochs: int, data_sha: str) -> None:
+def train_history_model(history: Interactions, out_dir: Path, epochs: int, data_sha: str) -> None:
     """Train and export a model on pre-cutoff interactions only, with model_build's own pipeline."""
     from model_build import train as train_module
     from model_build.export import convert, write_artifact
     from model_build.model import build_serving_model
 
-    splits = data_module.leave_one_out(history)
-    catalog = data_module.build_catalog(history, splits)
+    splits = model_data.leave_one_out(history)
+    catalog = model_data.build_catalog(history, splits)
     prepared = {
         "catalog": catalog,
         "splits": splits,
-        "train": data_module.training_examples(splits, catalog),
-        "valid": data_module.validation_examples(splits, catalog),
+        "train": model_data.training_examples(splits, catalog),
+        "valid": model_data.validation_examples(splits, catalog),
     }
     layers, _, history_metrics = train_module.train(prepared, epochs)
     export_model = build_serving_model(layers, batch_size=1)
@@ -90,12 +91,20 @@ def train_history_model(history: data_module.Interactions, out_dir: Path, epochs
     write_artifact(out_dir, model_bytes, catalog, layers.item_embedding.get_weights()[0], metadata)
 
 
+def cached_model_epochs() -> int | None:
+    """Epochs of the pre-cutoff model cached in REPLAY_MODEL_DIR, None without one; other epochs retrain."""
+    marker = REPLAY_MODEL_DIR / "metadata.json"
+    if not marker.exists():
+        return None
+    return json.loads(marker.read_text()).get("training", {}).get("epochs")
+
+
 class InMemoryStateTable:
     """The UserState table in a dict, with DynamoDB's conditional-put semantics for the store.
 
-    moto spends ~0.2 s (de)serialising one large state item on this machine, which makes a
-    20,000-event replay take hours; this keeps the handlers' code path (UserStateStore and
-    everything above it) and replaces only the wire. `--moto` runs against moto instead.
+    moto (de)serialises every large state item on each call, which makes a 20,000-event replay
+    take hours; this keeps the handlers' code path (UserStateStore and everything above it) and
+    replaces only the wire. `--moto` runs against moto instead.
     """
 
     def __init__(self, name: str) -> None:
@@ -106,6 +115,15 @@ class InMemoryStateTable:
     def get_item(self, TableName: str, Key: dict, ConsistentRead: bool = False) -> dict:
         item = self.items.get(Key["user_id"])
         return {} if item is None else {"Item": copy.deepcopy(item)}
+
+    def batch_get_item(self, RequestItems: dict) -> dict:
+        keys = RequestItems[self.name]["Keys"]
+        found = [copy.deepcopy(self.items[k["user_id"]]) for k in keys if k["user_id"] in self.items]
+        return {"Responses": {self.name: found}, "UnprocessedKeys": {}}
+
+    def delete_item(self, TableName: str, Key: dict) -> dict:
+        self.items.pop(Key["user_id"], None)
+        return {}
 
     def put_item(self, TableName: str, Item: dict, ConditionExpression: str, **kwargs: Any) -> dict:
         current = self.items.get(Item["user_id"])
@@ -125,17 +143,14 @@ class InMemoryStateTable:
 
 
 def use_in_memory_state(service: InProcessService) -> None:
-    """Point the ingest and recommend handlers' UserStateStore at one InMemoryStateTable."""
+    """Give the ingest and recommend handlers one UserStateStore on an InMemoryStateTable."""
     from rtrec.stores.user_state import UserStateStore
 
-    store = UserStateStore(InMemoryStateTable(os.environ["USER_STATE_TABLE"]))
-    ingest = service.functions[service.stream_function_id].module
-    ingest.ingestor.store = store
-    recommend = service.route_function("GET", "/v1/recommendations").module
-    recommend.user_states = store
+    table_name = service.functions[service.stream_source.function_id].environment["USER_STATE_TABLE"]
+    service.replace_user_state_store(UserStateStore(InMemoryStateTable(table_name)))
 
 
-def to_event(data: data_module.Interactions, row: int) -> Event:
+def to_event(data: Interactions, row: int) -> Event:
     user, item = str(data.user_ids[row]), str(data.item_ids[row])
     return Event(
         user_id=user,
@@ -161,8 +176,8 @@ def rank_in(items: list[str], target: str) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     started = time.time()
-    data, data_sha = data_module.load_movielens()
-    cutoff = data_module.time_cutoff(data)
+    data, data_sha = load_movielens()
+    cutoff = time_cutoff(data)
     order = np.argsort(data.timestamps, kind="stable")
     before = order[data.timestamps[order] <= cutoff]
     after = order[data.timestamps[order] > cutoff]
@@ -175,8 +190,7 @@ def run(args: argparse.Namespace) -> dict:
         flush=True,
     )
 
-    marker = REPLAY_MODEL_DIR / "metadata.json"
-    if args.retrain or not marker.exists():
+    if args.retrain or cached_model_epochs() != args.epochs:
         print(f"training the replay model on pre-cutoff events ({args.epochs} epochs)...", flush=True)
         train_history_model(history, REPLAY_MODEL_DIR, args.epochs, data_sha)
     trained_at = time.time()
