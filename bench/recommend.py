@@ -6,10 +6,10 @@ POST /v1/recommendations/rank with 100 and 500 candidates and GET /v1/interests,
 user with a full 50-item history; and the cold init (import + model load, then the first
 request) in fresh processes. Prints a table and writes bench/results/recommend.json.
 
-With --lambda-like the cold init is measured as Lambda starts the function instead: python3.12, and on
-sys.path only the function and the layers as `sam build` wrote them (both layers merged into one
-read-only `opt/python`, the model at `opt/model`) plus boto3/botocore, which the Lambda runtime
-provides; nothing writes bytecode, as on Lambda's read-only /opt (--cold-only: only that, written to
+With --lambda-like both run as Lambda runs the function instead: python3.12, and on sys.path only the
+function and the layers as `sam build` wrote them (both layers merged into one read-only `opt/python`,
+the model at `opt/model`) plus boto3/botocore, which the Lambda runtime provides; nothing writes
+bytecode, as on Lambda's read-only /opt (--cold-only: only the cold init, written to
 bench/results/recommend-lambda-like.json).
 
 Run: make bench, or after make build: PYTHONPATH=layers/core:. python bench/recommend.py --lambda-like
@@ -164,8 +164,9 @@ def measure(handler, event: dict, iterations: int, warmup: int = 30) -> dict:
     }
 
 
-def hot_path(iterations: int) -> dict[str, dict]:
-    from functions.recommend import app
+def hot_path(iterations: int, app=None) -> dict[str, dict]:
+    if app is None:
+        from functions.recommend import app
 
     app.user_states = stub_store()
     app.logger.registered_handler.setStream(io.StringIO())
@@ -259,6 +260,18 @@ print(json.dumps({
 }))
 """
 
+# The handler latencies on the same site, in one python3.12 process (after its own cold start).
+LAMBDA_LIKE_HOT_SCRIPT = """
+import json, sys
+task, opt_python, boto, repo, iterations = sys.argv[1:6]
+sys.path[:0] = [task, opt_python]
+sys.path.append(boto)
+import app
+sys.path.append(repo)
+from bench.recommend import hot_path
+print(json.dumps(hot_path(int(iterations), app)))
+"""
+
 
 def find_python312() -> str | None:
     """python3.12 as the Makefile finds it: $PYTHON312, then PATH (if it really runs 3.12), then pyenv."""
@@ -308,59 +321,68 @@ def count_bytecode(root: Path) -> int:
     return sum(1 for _ in root.rglob("*.pyc"))
 
 
-def lambda_like_cold_init(
-    runs: int, python: str, build_dir: Path, boto_dir: Path, bytecode: bool = True
-) -> dict:
-    """Median over fresh python3.12 processes of the handler module's import (the init Lambda bills and
-    the caller waits for) and of the first request, on a copy of the built site."""
+@contextlib.contextmanager
+def read_only_site(build_dir: Path, boto_dir: Path, bytecode: bool = True):
+    """A temporary Lambda-like copy of the built site; fails if anything wrote bytecode into it."""
     if not (boto_dir / "boto3").is_dir():
         raise SystemExit(f"{boto_dir} has no boto3: `make bench` installs it from requirements/runtime.lock")
     root = Path(tempfile.mkdtemp(prefix="rtrec-lambda-like-"))
     try:
         site = lambda_like_site(build_dir, root, bytecode)
-        pyc_before = count_bytecode(root)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
-            **ENVIRONMENT,
-            **LAMBDA_ENVIRONMENT,
-            "MODEL_DIR": str(site["model"]),
-            "LAMBDA_TASK_ROOT": str(site["task"]),
-            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
-        }
-        env.pop("POWERTOOLS_TRACE_DISABLED")
-        command = [
-            python, "-I", "-S", "-B", "-c", LAMBDA_LIKE_SCRIPT,
-            str(site["task"]), str(site["opt_python"]), str(boto_dir), str(REPO),
-        ]  # fmt: skip
-        samples = []
-        for _ in range(runs):
-            spawned = time.time()
-            out = subprocess.run(command, env=env, cwd=site["task"], capture_output=True, text=True)
-            if out.returncode != 0:
-                raise RuntimeError(f"lambda-like cold start failed:\n{out.stderr[-3000:]}")
-            sample = json.loads(out.stdout.strip().splitlines()[-1])
-            sample["interpreter_start_ms"] = (sample["started_wall"] - spawned) * 1000
-            samples.append(sample)
-        written = count_bytecode(root) - pyc_before
+        site["root"], site["boto"], site["pyc_files"] = root, boto_dir, count_bytecode(root)
+        yield site
+        written = count_bytecode(root) - site["pyc_files"]
         assert written == 0, f"{written} .pyc files were written: the measurement was not read-only"
     finally:
         for path in root.rglob("*"):
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
         shutil.rmtree(root)
+
+
+def run_in_site(python: str, site: dict, script: str, *args: str) -> dict:
+    """One fresh python3.12 process on the site, in Lambda's environment; its last stdout line as JSON."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+        **ENVIRONMENT,
+        **LAMBDA_ENVIRONMENT,
+        "MODEL_DIR": str(site["model"]),
+        "LAMBDA_TASK_ROOT": str(site["task"]),
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+    }
+    env.pop("POWERTOOLS_TRACE_DISABLED")
+    command = [
+        python, "-I", "-S", "-B", "-c", script,
+        str(site["task"]), str(site["opt_python"]), str(site["boto"]), str(REPO), *args,
+    ]  # fmt: skip
+    spawned = time.time()
+    out = subprocess.run(command, env=env, cwd=site["task"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"lambda-like run failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if "started_wall" in result:
+        result["interpreter_start_ms"] = (result["started_wall"] - spawned) * 1000
+    return result
+
+
+def lambda_like_cold_init(runs: int, python: str, site: dict, build_dir: Path) -> dict:
+    """Median over fresh python3.12 processes of the handler module's import (the init Lambda bills and
+    the caller waits for) and of the first request."""
+    samples = [run_in_site(python, site, LAMBDA_LIKE_SCRIPT) for _ in range(runs)]
     assert not any(s["degraded"] for s in samples), "cold init must load the model"
     for module, origin in samples[0]["origins"].items():
-        expected = boto_dir if module in ("boto3", "botocore") else root
+        expected = site["boto"] if module in ("boto3", "botocore") else site["root"]
         assert origin.startswith(str(expected)), f"{module} came from {origin}, not the Lambda-like site"
+    bytecode = site["pyc_files"] > 0
 
     def median(key: str) -> float:
         return round(statistics.median(s[key] for s in samples), 1)
 
     return {
         "site": f"{build_dir.relative_to(REPO) if build_dir.is_relative_to(REPO) else build_dir} "
-        f"({'with' if bytecode else 'without'} layer bytecode) + {boto_dir.name}",
+        f"({'with' if bytecode else 'without'} layer bytecode) + {site['boto'].name}",
         "bytecode": bytecode,
-        "layer_pyc_files": pyc_before,
+        "layer_pyc_files": site["pyc_files"],
         "python": samples[0]["python"],
         "numpy": samples[0]["numpy"],
         "modules_loaded": samples[0]["modules"],
@@ -436,19 +458,22 @@ def main() -> None:
         os.environ.setdefault(name, value)
 
     load_before = os.getloadavg()[0]
-    hot = {} if args.cold_only else hot_path(args.iterations)
     if args.lambda_like:
         python = args.python or find_python312()
         if not python:
-            raise SystemExit(
-                "--lambda-like needs python3.12 (Lambda's interpreter): pass --python or PYTHON312"
+            raise SystemExit("--lambda-like needs python3.12 (Lambda's interpreter): --python or $PYTHON312")
+        with read_only_site(args.build_dir, args.boto_dir) as site:
+            hot = (
+                {}
+                if args.cold_only
+                else run_in_site(python, site, LAMBDA_LIKE_HOT_SCRIPT, str(args.iterations))
             )
-        cold = lambda_like_cold_init(args.cold_runs, python, args.build_dir, args.boto_dir)
+            cold = lambda_like_cold_init(args.cold_runs, python, site, args.build_dir)
         if args.compare_without_bytecode:
-            cold["compared"] = [
-                lambda_like_cold_init(args.cold_runs, python, args.build_dir, args.boto_dir, bytecode=False)
-            ]
+            with read_only_site(args.build_dir, args.boto_dir, bytecode=False) as site:
+                cold["compared"] = [lambda_like_cold_init(args.cold_runs, python, site, args.build_dir)]
     else:
+        hot = {} if args.cold_only else hot_path(args.iterations)
         cold = cold_init(args.cold_runs, args.runtime_dir)
     report = {
         "machine": {
@@ -464,18 +489,21 @@ def main() -> None:
         "meets_targets": all(r["p99_ms"] <= TARGET_P99_MS for r in hot.values())
         and cold["init_median_ms"] <= TARGET_COLD_INIT_MS,
     }
-    if hot:
+    if hot and not args.lambda_like:
         from functions.recommend import app
 
         report["model_version"] = app.recommender.model_version
         report["retrieval_size"] = app.recommender.config.retrieval_size
+    report["handler_site"] = (
+        f"python {cold['python']} on the --lambda-like site" if args.lambda_like else "this process"
+    )
     results = LAMBDA_LIKE_RESULTS if args.cold_only and args.lambda_like else RESULTS
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(report, indent=2) + "\n")
 
     print(f"load average {report['machine']['load_average_1m']}")
     if hot:
-        print(f"target p99 ≤ {TARGET_P99_MS:g} ms")
+        print(f"handler in {report['handler_site']}; target p99 ≤ {TARGET_P99_MS:g} ms")
         print("| route (history 50, store stubbed) | p50 ms | p99 ms | max ms | CPU p50 ms | CPU p99 ms |")
         print("|---|---|---|---|---|---|")
         for name, r in hot.items():
