@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -171,10 +172,13 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _from_parquet(value: Any) -> Any:
-    """DuckDB's Python values as the JSON form: timestamps to epoch ms, NULL struct fields dropped."""
+    """DuckDB's Python values as the JSON form: timestamps to epoch ms, decimals to floats, NULL struct
+    fields dropped."""
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)  # Parquet timestamps are UTC
         return round(moment.timestamp() * 1000)
+    if isinstance(value, Decimal):  # DECIMAL columns; a JSON number is a float
+        return float(value)
     if isinstance(value, dict):
         return {k: _from_parquet(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
@@ -291,14 +295,26 @@ def _boolean(text: str) -> bool | str:
 
 
 def _item_from_json(raw: Any) -> Any:
-    """JSONL or Parquet row: drop null optional fields; a JSON string in categories/attributes is decoded."""
+    """A JSONL row as ``validate_item`` takes it: null optional fields are absent."""
     if not isinstance(raw, dict):
         return raw
-    item = {k: v for k, v in raw.items() if v is not None or k in ("item_id", "categories")}
+    return {k: v for k, v in raw.items() if v is not None or k in ("item_id", "categories")}
+
+
+def _item_from_parquet(raw: dict[str, Any]) -> Any:
+    """A Parquet row: also ``categories`` / ``attributes`` stored as JSON text are decoded."""
+    item = _item_from_json(raw)
     for name in ("categories", "attributes"):
         if isinstance(item.get(name), str):
             item[name] = loads_strict(item[name])
     return item
+
+
+_ITEM_FORMS: dict[str, Callable[[Any], Any]] = {
+    "jsonl": _item_from_json,
+    "csv": _item_from_csv,
+    "parquet": _item_from_parquet,
+}
 
 
 # ---------- the adapter ----------
@@ -349,14 +365,14 @@ class FileAdapter:
 
     def _load_items(self, skipped: dict[str, int]) -> list[CatalogItem]:
         path = self.items_path
-        textual = format_of(path) == "csv"
+        form = format_of(path)
         items: list[CatalogItem] = []
         first_seen: dict[str, str] = {}
-        for where, raw in _READERS[format_of(path)](path):
+        for where, raw in _READERS[form](path):
             try:
                 if isinstance(raw, _Broken):
                     raise InvalidItem(raw.reason)
-                record = _item_from_csv(raw) if textual else _item_from_json(raw)
+                record = _ITEM_FORMS[form](raw)
                 item = validate_item(record, now_ms=self.default_created_at_ms)
                 if item.item_id in first_seen:
                     raise InvalidItem(f"item_id {item.item_id!r} repeats ({first_seen[item.item_id]})")
