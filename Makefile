@@ -126,7 +126,7 @@ local: venv
 openapi: venv
 	$(PY) -m functions.recommend.openapi
 
-# The recommend cold start is timed as Lambda starts it (bench/recommend.py --lambda-like): python3.12 on
+# The recommend bench runs the function as Lambda does (bench/recommend.py --lambda-like): python3.12 on
 # the layers `make build` wrote, plus what the Lambda runtime itself provides, boto3 and its dependencies,
 # at the lock's versions (hash-checked, no other package to hide a gap in the layer).
 LAMBDA_BOTO := .cache/lambda-boto3
