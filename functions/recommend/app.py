@@ -31,6 +31,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from rtrec.catalog import MAX_CATEGORY_LENGTH, MAX_FILTER_LENGTH, InvalidFilter, ItemFilter, parse_filter
 from rtrec.events import MAX_ID_LENGTH, InvalidEvent, check_text
 from rtrec.features import GENRES
 from rtrec.http import (
@@ -45,9 +46,11 @@ from rtrec.http import (
     too_many,
 )
 from rtrec.limits import PerUserLimiter
+from rtrec.live_catalog import LiveCatalog
 from rtrec.ranking import Pick
 from rtrec.recommender import Outcome, Recommender, RecommenderConfig
 from rtrec.settings import RecommendSettings
+from rtrec.stores.catalog import CatalogStore
 from rtrec.stores.clients import aws_client
 from rtrec.stores.errors import StoreError
 from rtrec.stores.user_state import UserStateStore
@@ -64,6 +67,7 @@ MAX_K = 100
 MAX_LIST_ITEMS = 500
 MAX_GENRE_PARAMETER = 400
 MAX_EXCLUDE_PARAMETER = MAX_LIST_ITEMS * (MAX_ID_LENGTH + 1)
+MAX_CATEGORY_PARAMETER = 2000
 MAX_RANK_BODY_BYTES = 64 * 1024
 _GENRE_BY_LOWER = {genre.lower(): genre for genre in GENRES}
 
@@ -90,8 +94,23 @@ recommender = Recommender.from_model_dir(
         retrieval_size=settings.retrieval_size,
         exploration_share=settings.exploration_share,
         genre_cap_share=settings.genre_cap_share,
+        promotion_share=settings.promotion_share,
+        promotion_filter=settings.promotion_filter,
     ),
 )
+
+
+def follow_catalog(table_name: str | None) -> LiveCatalog | None:
+    """The catalog table's live view over the model's items (read whole once, then its change feed)."""
+    if not table_name or recommender.catalog is None:
+        return None
+    source = CatalogStore(aws_client("dynamodb", settings.dynamodb), table_name)
+    live = LiveCatalog(recommender.catalog, source, refresh_s=settings.catalog_refresh_s)
+    live.maybe_refresh()
+    return live
+
+
+recommender.live = follow_catalog(settings.catalog_table)
 
 
 @register_after_restore
@@ -121,14 +140,26 @@ traced = tracer.capture_method(capture_response=False)
 def get_recommendations():
     """Top-k unseen items for the caller: model retrieval + ranking, then the ranking rules."""
     user_id = _caller()
-    parameters = _query({"k": 8, "genre": MAX_GENRE_PARAMETER, "exclude": MAX_EXCLUDE_PARAMETER})
+    parameters = _query(
+        {
+            "k": 8,
+            "genre": MAX_GENRE_PARAMETER,
+            "category": MAX_CATEGORY_PARAMETER,
+            "filter": MAX_FILTER_LENGTH,
+            "exclude": MAX_EXCLUDE_PARAMETER,
+        }
+    )
     k = _parse_k(parameters.get("k"))
     genres = _parse_genres(parameters.get("genre"))
+    item_filter = _item_filter(parameters.get("category"), parameters.get("filter"))
     excluded = id_list("exclude", parameters.get("exclude"), MAX_ID_LENGTH)
     recommendation_id = _new_recommendation_id()
     rng = np.random.default_rng(uuid.UUID(recommendation_id).int)
+    _follow_catalog()
     state, read_failure = _read_state(user_id)
-    outcome = recommender.recommend(state, k, rng, filter_genres=genres, exclude_item_ids=excluded)
+    outcome = recommender.recommend(
+        state, k, rng, filter_genres=genres, exclude_item_ids=excluded, item_filter=item_filter
+    )
     _observe("recommendations", outcome, read_failure)
     return _ranked_answer(recommendation_id, outcome, read_failure)
 
@@ -342,20 +373,34 @@ def _ranked_answer(recommendation_id: str, outcome: Outcome, read_failure: bool,
 
 
 def _items(picks: Sequence[Pick]) -> list[dict[str, Any]]:
-    """Items as the documented `ScoredItem`s (plain dicts: building 500 models per answer costs ms)."""
-    catalog = recommender.catalog
-    if catalog is None:
+    """Items as the documented `ScoredItem`s (plain dicts: building 500 models per answer is slow)."""
+    if recommender.catalog is None:
         return []
-    genres = recommender.item_genres
     return [
         {
-            "item_id": catalog.item_at(pick.index),
+            "item_id": recommender.item_id_at(pick.index),
             "score": round(pick.score, 6),
             "reason": pick.reason,
-            "genres": genres[pick.index],
+            "categories": recommender.categories_at(pick.index),
         }
         for pick in picks
     ]
+
+
+def _item_filter(categories: str | None, expression: str | None) -> ItemFilter:
+    """The request's category list (any of) and attribute predicates (all of)."""
+    try:
+        predicates = parse_filter(expression)
+    except InvalidFilter as error:
+        raise RequestError(400, "invalid request", [f"query.filter: {error}"]) from None
+    return ItemFilter(frozenset(id_list("category", categories, MAX_CATEGORY_LENGTH)), predicates)
+
+
+def _follow_catalog() -> None:
+    """Apply the catalog table's changes when the last look is older than the refresh interval."""
+    live = recommender.live
+    if live is not None and live.maybe_refresh():
+        metrics.add_metric(name="CatalogRefreshes", unit=MetricUnit.Count, value=1)
 
 
 def _json(payload: dict[str, Any]) -> Response:

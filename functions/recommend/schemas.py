@@ -15,7 +15,14 @@ from typing import Annotated, Any, Literal
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from functions.recommend.app import MAX_EXCLUDE_PARAMETER, MAX_GENRE_PARAMETER, MAX_K, MAX_LIST_ITEMS
+from functions.recommend.app import (
+    MAX_CATEGORY_PARAMETER,
+    MAX_EXCLUDE_PARAMETER,
+    MAX_GENRE_PARAMETER,
+    MAX_K,
+    MAX_LIST_ITEMS,
+)
+from rtrec.catalog import MAX_CATEGORY_LENGTH, MAX_FILTER_LENGTH, filter_pattern
 from rtrec.events import (
     MAX_CONTEXT_ENTRIES,
     MAX_CONTEXT_VALUE_LENGTH,
@@ -39,8 +46,10 @@ Reason = Literal[REASONS]  # type: ignore[valid-type]
 class ScoredItem(BaseModel):
     item_id: str
     score: float = Field(description="Higher is better; model scores and popularity are not comparable.")
-    reason: Reason = Field(description="Why the item is here: model, explore, popular or cold_start.")
-    genres: list[str]
+    reason: Reason = Field(
+        description="Why the item is here: model, explore, popular, cold_start or promoted (a promoted slot)"
+    )
+    categories: list[str] = Field(description="The item's categories, as the catalog says now.")
 
 
 class RecommendationsResponse(BaseModel):
@@ -150,7 +159,26 @@ def get_recommendations(
         Query(
             max_length=MAX_GENRE_PARAMETER,
             pattern=GENRE_PATTERN,
-            description="Comma-separated genres to restrict to, e.g. Action,Drama.",
+            description="Alias of `category` for MovieLens genres (any case), e.g. Action,Drama.",
+        ),
+    ] = None,
+    category: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_CATEGORY_PARAMETER,
+            pattern=id_list_pattern(MAX_CATEGORY_LENGTH),
+            description="Comma-separated categories; an item passes with any of them.",
+        ),
+    ] = None,
+    filter: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_FILTER_LENGTH,
+            pattern=filter_pattern(),
+            description=(
+                "Attribute predicates joined by `;`, all must hold: `name OP value`, OP one of "
+                "= != < <= > >= (`=`/`!=` take alternatives a|b), e.g. `price<=50;brand=acme|globex`."
+            ),
         ),
     ] = None,
     exclude: Annotated[

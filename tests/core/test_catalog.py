@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rtrec.catalog import (
     CatalogColumns,
@@ -10,6 +14,7 @@ from rtrec.catalog import (
     InvalidFilter,
     InvalidItem,
     ItemFilter,
+    filter_pattern,
     parse_filter,
     validate_item,
     vocabulary_of,
@@ -91,3 +96,11 @@ def test_a_filter_that_cannot_be_parsed_is_refused(expression):
 
 def test_availability_is_its_own_column():
     assert COLUMNS.available.tolist() == [False, True, True, True, False]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    expression=st.from_regex(re.compile(filter_pattern()), fullmatch=True).filter(lambda e: len(e) <= 1000)
+)
+def test_every_expression_the_documented_pattern_allows_parses(expression):
+    parse_filter(expression)

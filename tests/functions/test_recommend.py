@@ -126,7 +126,7 @@ def test_ingested_events_change_the_very_next_answer_and_remove_seen_items(api, 
     assert item_ids(after) != item_ids(before)
     assert not set(horror) & set(item_ids(after))
     assert {item["reason"] for item in after.body["items"]} <= {"model", "explore"}
-    horror_count = [sum("Horror" in i["genres"] for i in a.body["items"]) for a in (before, after)]
+    horror_count = [sum("Horror" in i["categories"] for i in a.body["items"]) for a in (before, after)]
     assert horror_count[1] > horror_count[0]
     interests = api("GET", "/v1/interests").body
     assert interests["source"] == "model" and interests["interests"]["Horror"] > prior["Horror"]
@@ -228,7 +228,7 @@ def test_genre_filter_accepts_known_genres_case_insensitively(api):
     answer = api("GET", "/v1/recommendations", query={"k": "20", "genre": "sci-fi,Western"})
     assert answer.status == 200, answer.body
     for item in answer.body["items"]:
-        assert {"Sci-Fi", "Western"} & set(item["genres"]), item
+        assert {"Sci-Fi", "Western"} & set(item["categories"]), item
 
 
 def test_an_unknown_genre_is_a_400_listing_the_known_ones(api):

@@ -165,7 +165,10 @@ def _created_at(raw: Any, now_ms: int) -> int:
 # ---------- filters ----------
 
 _OPERATORS = ("<=", ">=", "!=", "=", "<", ">")
-_PREDICATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.-]{0,31})\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$")
+# ASCII decimals of bounded size: float() would also take other scripts' digits and overflow to inf.
+NUMBER_PATTERN = r"[+-]?(?:[0-9]{1,15}(?:\.[0-9]{0,15})?|\.[0-9]{1,15})(?:[eE][+-]?[0-9]{1,2})?"
+_NUMBER = re.compile(rf"^\s*{NUMBER_PATTERN}\s*$")
+_PREDICATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.-]{0,31})\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -196,9 +199,10 @@ def parse_filter(expression: str | None) -> tuple[Predicate, ...]:
         return ()
     if len(expression) > MAX_FILTER_LENGTH:
         raise InvalidFilter(f"a filter is at most {MAX_FILTER_LENGTH} characters")
-    parts = [p for p in expression.split(";") if p.strip()]
-    if len(parts) > MAX_PREDICATES:
+    pieces = expression.split(";")
+    if len(pieces) > MAX_PREDICATES:
         raise InvalidFilter(f"at most {MAX_PREDICATES} predicates")
+    parts = [p for p in pieces if p.strip()]
     predicates = []
     for part in parts:
         match = _PREDICATE.match(part)
@@ -220,7 +224,20 @@ def parse_filter(expression: str | None) -> tuple[Predicate, ...]:
     return tuple(predicates)
 
 
+def filter_pattern() -> str:
+    """The regular expression of what ``parse_filter`` accepts, for the OpenAPI document."""
+    name = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}"
+    alternative = r"[^;|]*[^;|\s][^;|]*"
+    number = NUMBER_PATTERN
+    equality = rf"\s*{name}\s*!?=\s*{alternative}(?:\|{alternative})*"
+    comparison = rf"\s*{name}\s*(?:<=|>=|<|>)\s*{number}\s*"
+    part = rf"(?:{equality}|{comparison}|\s*)"
+    return rf"^{part}(?:;{part}){{0,{MAX_PREDICATES - 1}}}$"
+
+
 def _number(text: str) -> float | None:
+    if not _NUMBER.match(text):
+        return None
     try:
         value = float(text)
     except ValueError:

@@ -23,7 +23,8 @@ REASON_MODEL = "model"
 REASON_EXPLORE = "explore"
 REASON_POPULAR = "popular"
 REASON_COLD_START = "cold_start"
-REASONS: tuple[str, ...] = (REASON_MODEL, REASON_EXPLORE, REASON_POPULAR, REASON_COLD_START)
+REASON_PROMOTED = "promoted"
+REASONS: tuple[str, ...] = (REASON_MODEL, REASON_EXPLORE, REASON_POPULAR, REASON_COLD_START, REASON_PROMOTED)
 
 # A popular item outside every genre the user showed interest in keeps this share of its weight.
 _OFF_INTEREST_WEIGHT = 0.25
@@ -215,3 +216,28 @@ def top_up(picks: list[Pick], fallback: Iterable[Pick], k: int) -> list[Pick]:
             out.append(pick)
             present.add(pick.index)
     return out
+
+
+def promote(picks: list[Pick], promoted: Sequence[int], k: int) -> list[Pick]:
+    """Place ``promoted`` indices (best first) into a list of ``k``, at evenly spaced positions.
+
+    The first slot stays the best organic pick; promoted items replace the list's tail, so the
+    organic order is kept. Promoted picks carry the reason ``promoted`` and a score of 0.
+    """
+    chosen = [i for i in dict.fromkeys(promoted) if i not in {p.index for p in picks}][: max(0, k - 1)]
+    if not chosen:
+        return picks[:k]
+    organic = picks[: k - len(chosen)]
+    total = len(organic) + len(chosen)
+    step = total / len(chosen)
+    positions = {min(total - 1, max(1, round(step * (n + 1)) - 1)) for n in range(len(chosen))}
+    while len(positions) < len(chosen):  # rounding collided: take the last free positions
+        positions.add(max(set(range(1, total)) - positions))
+    result: list[Pick] = []
+    organic_iter, promoted_iter = iter(organic), iter(chosen)
+    for position in range(total):
+        if position in positions:
+            result.append(Pick(int(next(promoted_iter)), 0.0, REASON_PROMOTED))
+        else:
+            result.append(next(organic_iter))
+    return result

@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from rtrec import ranking
+from rtrec.catalog import ItemFilter
 from rtrec.features import GENRE_INDEX, GENRES, PAD_INDEX, Catalog, HistoryStep, encode_history
 from rtrec.ranking import Pick, RankingRules
 from rtrec.state import item_key
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
+
+    from rtrec.live_catalog import LiveCatalog
 
 SOURCE_MODEL = "model"
 SOURCE_COLD_START = "cold_start"
@@ -62,6 +65,9 @@ class RecommenderConfig:
     retrieval_size: int = 128  # the model's shortlist width: one fixed-shape ranking call
     exploration_share: float = 0.1
     genre_cap_share: float = 0.5
+    # Promotions: this share of the slots goes to items matching promotion_filter (newest first).
+    promotion_share: float = 0.0
+    promotion_filter: ItemFilter = field(default_factory=ItemFilter)
 
 
 @dataclass
@@ -86,11 +92,13 @@ class Recommender:
         scorer: ScorerLike | None,
         config: RecommenderConfig | None = None,
         load_error: str | None = None,
+        live: LiveCatalog | None = None,
     ) -> None:
         self.catalog = catalog
         self.scorer = scorer
         self.config = config or RecommenderConfig()
         self.load_error = load_error
+        self.live = live
         if catalog is not None:
             # Genre names per catalog index (0 = padding), built once: every answer lists them.
             self.item_genres: list[list[str]] = [[]] + [[GENRES[g] for g in ids] for ids in catalog.genre_ids]
@@ -130,8 +138,56 @@ class Recommender:
         rng: np.random.Generator,
         filter_genres: Iterable[str] = (),
         exclude_item_ids: Iterable[str] = (),
+        item_filter: ItemFilter | None = None,
     ) -> Outcome:
-        """Top-k items for a user: unseen, filtered, diversified, with exploration slots."""
+        """Top-k items for a user: available, unseen, filtered, diversified, explored and promoted."""
+        outcome = self._organic(state, k, rng, filter_genres, exclude_item_ids, item_filter)
+        if self.live is not None and self.config.promotion_share > 0 and self.catalog is not None:
+            slots = int(k * self.config.promotion_share)
+            if slots:
+                outcome.picks = ranking.promote(
+                    outcome.picks, self._promotable(state, exclude_item_ids, item_filter)[:slots], k
+                )
+        return outcome
+
+    def _promotable(
+        self, state: StateLike | None, exclude_item_ids: Iterable[str], item_filter: ItemFilter | None
+    ) -> list[int]:
+        """Indices matching the promotion filter (and the request's), unseen, newest first."""
+        assert self.live is not None
+        live = self.live
+        mask = live.mask(self.config.promotion_filter) & live.mask(item_filter)
+        for item_id in [*exclude_item_ids, *_ids(state.history() if state is not None else [])]:
+            mask[live.index_of(item_id)] = False
+        mask[0] = False
+        candidates = np.flatnonzero(mask).astype(np.int64)
+        if state is not None and len(state.seen) and candidates.size:
+            keys = np.fromiter((item_key(live.item_at(int(i))) for i in candidates), dtype="<u4")
+            candidates = candidates[~np.isin(keys, state.seen)]
+        return [int(i) for i in live.newest_first(candidates)]
+
+    def item_id_at(self, index: int) -> str:
+        """The item id of an answer's index (a model item, or a live catalog's new item)."""
+        if self.live is not None:
+            return self.live.item_at(index)
+        assert self.catalog is not None
+        return self.catalog.item_at(index)
+
+    def categories_at(self, index: int) -> list[str]:
+        """The categories of an answer's index, as the live catalog knows them now."""
+        if self.live is not None:
+            return self.live.categories_at(index)
+        return self.item_genres[index]
+
+    def _organic(
+        self,
+        state: StateLike | None,
+        k: int,
+        rng: np.random.Generator,
+        filter_genres: Iterable[str],
+        exclude_item_ids: Iterable[str],
+        item_filter: ItemFilter | None,
+    ) -> Outcome:
         if self.catalog is None:
             return Outcome(source=SOURCE_POPULAR, degraded=True, failure=self.load_error)
         catalog = self.catalog
@@ -149,6 +205,8 @@ class Recommender:
         )
         if state is not None and len(state.seen):
             mask &= ~np.isin(self._item_keys, state.seen)
+        if self.live is not None:  # availability now, and the request's category and attribute filters
+            mask &= self.live.mask(item_filter)[: len(catalog) + 1]
         items, signals = encode_history(history, catalog)
 
         if state is None or not items.any():

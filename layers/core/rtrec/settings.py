@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rtrec.catalog import InvalidFilter, ItemFilter, parse_filter
 from rtrec.limits import RateLimit
 from rtrec.stores.clients import ClientTimeouts
 
@@ -48,6 +49,18 @@ class _Reader:
         if value != int(value):
             raise SettingsError(f"{name}={self.environ.get(name)!r} must be a whole number")
         return int(value)
+
+    def item_filter(self, name: str) -> ItemFilter:
+        """A filter expression (``rtrec.catalog``); ``category=a|b`` selects categories."""
+        raw = self.environ.get(name, "")
+        try:
+            predicates = parse_filter(raw)
+        except InvalidFilter as error:
+            raise SettingsError(f"{name}={raw[:80]!r}: {error}") from None
+        categories = frozenset(
+            v for p in predicates if p.name == "category" and p.operator == "=" for v in p.values
+        )
+        return ItemFilter(categories, tuple(p for p in predicates if p.name != "category"))
 
     def origins(self, name: str) -> tuple[str, ...]:
         """Comma-separated browser origins; a ``*`` entry is dropped (it would let any site read answers)."""
@@ -140,6 +153,10 @@ class RecommendSettings:
     genre_cap_share: float
     dynamodb: ClientTimeouts
     per_user_requests: RateLimit
+    catalog_table: str | None
+    catalog_refresh_s: float
+    promotion_share: float
+    promotion_filter: ItemFilter
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RecommendSettings:
@@ -164,6 +181,10 @@ class RecommendSettings:
                 rate=env.number("PER_USER_REQUEST_RATE", 5, 0, 1000),
                 burst=env.number("PER_USER_REQUEST_BURST", 20, 1, 10_000),
             ),
+            catalog_table=(env.environ.get("CATALOG_TABLE") or "").strip() or None,
+            catalog_refresh_s=env.number("CATALOG_REFRESH_S", 5.0, 0.5, 3600),
+            promotion_share=env.number("PROMOTION_SHARE", 0.0, 0.0, 0.5),
+            promotion_filter=env.item_filter("PROMOTION_FILTER"),
         )
 
 

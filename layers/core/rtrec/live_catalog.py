@@ -1,0 +1,157 @@
+"""The catalog as serving sees it: the model's items, overlaid by the catalog table's live view.
+
+The model artifact knows a fixed set of items (indices 1..n). The catalog table says which of them
+are available now, their current categories and attributes, and which items were added after the
+model was trained. A ``LiveCatalog`` follows the table's change feed (a small query every few
+seconds, never the whole catalog per request) and exposes both as arrays over one index space:
+model items keep their indices, new items get indices after them (the model cannot score those;
+they reach answers through promotions and similar-item shelves).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from rtrec.catalog import CatalogColumns, CatalogItem, ItemFilter
+from rtrec.features import GENRES, Catalog
+
+log = logging.getLogger(__name__)
+
+
+class ChangeSource(Protocol):
+    """What the live catalog needs of the catalog store (``rtrec.stores.catalog.CatalogStore``)."""
+
+    def changes_since(self, updated_after_ms: int) -> Sequence[Any]: ...
+
+
+class LiveCatalog:
+    """The model's catalog plus the table's overlay, refreshed at most every ``refresh_s`` seconds."""
+
+    def __init__(
+        self,
+        model_catalog: Catalog,
+        source: ChangeSource | None = None,
+        refresh_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        overlap_ms: int = 5000,
+    ) -> None:
+        self.model = model_catalog
+        self.source = source
+        self.refresh_s = refresh_s
+        self.clock = clock
+        # Writes land with the writer's clock; asking again for the last few seconds catches a write
+        # whose updated_at is a little older than one already seen (the feed is idempotent to re-read).
+        self.overlap_ms = overlap_ms
+        self._overlay: dict[str, CatalogItem] = {}
+        self._deleted: set[str] = set()
+        self._watermark = 0
+        self._last_refresh: float | None = None
+        self.refresh_failures = 0
+        self._rebuild()
+
+    # ---------- index space ----------
+
+    @property
+    def model_size(self) -> int:
+        return len(self.model)
+
+    def __len__(self) -> int:
+        return self.model_size + len(self._new_ids)
+
+    def item_at(self, index: int) -> str:
+        """The item id of an index (model items first, then new items)."""
+        if index <= self.model_size:
+            return self.model.item_at(index)
+        return self._new_ids[index - self.model_size - 1]
+
+    def index_of(self, item_id: str) -> int:
+        """The index of an item id, 0 when unknown or deleted."""
+        index = self.model.index_of(item_id)
+        if index:
+            return index if item_id not in self._deleted else 0
+        return self._new_index.get(item_id, 0)
+
+    def categories_at(self, index: int) -> list[str]:
+        return list(self._items[index - 1].categories) if index >= 1 else []
+
+    def item(self, index: int) -> CatalogItem:
+        return self._items[index - 1]
+
+    def new_indices(self) -> NDArray[np.int64]:
+        """Indices of the items the model does not know."""
+        return np.arange(self.model_size + 1, len(self) + 1, dtype=np.int64)
+
+    # ---------- filters ----------
+
+    def mask(self, item_filter: ItemFilter | None = None) -> NDArray[np.bool_]:
+        """Over every index (0..len): available and passing ``item_filter``."""
+        mask = self._columns.available.copy()
+        if item_filter is not None and not item_filter.empty:
+            mask &= self._columns.mask(item_filter)
+        return mask
+
+    def newest_first(self, indices: NDArray[np.int64]) -> NDArray[np.int64]:
+        """``indices`` ordered by created_at, newest first (ties by index)."""
+        created = self._columns.created_at[indices]
+        order: NDArray[np.int64] = indices[np.lexsort((indices, -created))]
+        return order
+
+    # ---------- following the table ----------
+
+    def maybe_refresh(self) -> bool:
+        """Pull the changes when the last pull is older than ``refresh_s``; True when anything changed."""
+        now = self.clock()
+        if self.source is None or (
+            self._last_refresh is not None and now - self._last_refresh < self.refresh_s
+        ):
+            return False
+        self._last_refresh = now
+        return self.refresh()
+
+    def refresh(self) -> bool:
+        """Pull the changes since the watermark now; on failure keep serving what is known."""
+        if self.source is None:
+            return False
+        try:
+            changes = list(self.source.changes_since(max(0, self._watermark - self.overlap_ms)))
+        except Exception as error:  # the catalog table being unreachable must not fail an answer
+            self.refresh_failures += 1
+            log.warning("catalog refresh failed: %s: %s", type(error).__name__, error)
+            return False
+        changed = False
+        for change in sorted(changes, key=lambda c: c.updated_at):
+            item_id = change.item.item_id
+            self._watermark = max(self._watermark, change.updated_at)
+            if change.deleted:
+                changed |= item_id not in self._deleted
+                self._deleted.add(item_id)
+                self._overlay.pop(item_id, None)
+            elif self._overlay.get(item_id) != change.item or item_id in self._deleted:
+                self._deleted.discard(item_id)
+                self._overlay[item_id] = change.item
+                changed = True
+        if changed:
+            self._rebuild()
+        return changed
+
+    def _rebuild(self) -> None:
+        model_items: list[CatalogItem] = []
+        for index, item_id in enumerate(self.model.item_ids, start=1):
+            overlay = self._overlay.get(item_id)
+            if overlay is not None:
+                model_items.append(overlay)
+            else:
+                categories = tuple(GENRES[g] for g in self.model.genre_ids[index - 1])
+                model_items.append(CatalogItem(item_id, categories, available=item_id not in self._deleted))
+        known = set(self.model.item_ids)
+        self._new_ids = sorted(i for i in self._overlay if i not in known)
+        self._new_index = {item_id: self.model_size + 1 + n for n, item_id in enumerate(self._new_ids)}
+        self._items = model_items + [self._overlay[i] for i in self._new_ids]
+        vocabulary = list(dict.fromkeys([*GENRES, *(c for item in self._items for c in item.categories)]))
+        self._columns = CatalogColumns(self._items, vocabulary)
