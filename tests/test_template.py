@@ -696,7 +696,8 @@ def test_delete_me_route_may_delete_the_callers_state_only(cfn):
         (a, json.dumps(s["Resource"])) for s in _statements(cfn["RecommendFunctionRole"]) for a in _actions(s)
     }
     table = json.dumps({"Fn::GetAtt": ["UserStateTable", "Arn"]})
-    assert grants == {("dynamodb:GetItem", table), ("dynamodb:DeleteItem", table)}
+    feed = json.dumps({"Fn::Sub": "${CatalogTable.Arn}/index/ByUpdate"})
+    assert grants == {("dynamodb:GetItem", table), ("dynamodb:DeleteItem", table), ("dynamodb:Query", feed)}
     cors = cfn["Api"]["Properties"]["Body"]["x-amazon-apigateway-cors"]["Fn::If"][1]
     assert "DELETE" in cors["allowMethods"]
 

@@ -511,6 +511,11 @@ def test_template_routes_every_recommend_path_through_the_jwt_authorizer_with_a_
     assert statements == [
         {"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": table_arn},
         {"Effect": "Allow", "Action": ["dynamodb:DeleteItem"], "Resource": table_arn},
+        {
+            "Effect": "Allow",
+            "Action": ["dynamodb:Query"],
+            "Resource": {"Fn::Sub": "${CatalogTable.Arn}/index/ByUpdate"},
+        },
     ]
     function = resources["RecommendFunction"]["Properties"]
     assert function["Handler"] == "app.lambda_handler" and function["Runtime"] == "python3.12"
