@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,8 +84,7 @@ class LocalFunction:
         spec = importlib.util.spec_from_file_location(unique, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[unique] = module
-        output = _handler_output.running(self.logical_id) if _handler_output else nullcontext()
-        with output, environment_applied(self.environment):
+        with environment_applied(self.environment):
             spec.loader.exec_module(module)
         self.module = module
         self._handler = getattr(module, function_name)
@@ -94,8 +93,7 @@ class LocalFunction:
         """Call the handler with `event`; exceptions propagate (a function error)."""
         if self._handler is None:
             self.load()
-        output = _handler_output.running(self.logical_id) if _handler_output else nullcontext()
-        with self._lock, output:
+        with self._lock:
             context = LambdaContext(
                 function_name=self.name,
                 memory_limit_in_mb=self.deployed.memory_mb,
@@ -198,72 +196,32 @@ def restore_environment(previous: dict[str, str | None]) -> None:
             os.environ[key] = value
 
 
-class HandlerOutput(io.TextIOBase):
-    """stdout shared by all functions in one terminal: each handler line is prefixed with its function.
+class WithoutMetricLines(io.TextIOBase):
+    """stdout without the CloudWatch metric (EMF) lines the handlers print at every invocation.
 
-    Handlers write Powertools JSON logs and EMF metric lines to stdout, as in Lambda. EMF lines
-    (CloudWatch metrics, meaningless locally) can be dropped to keep a demo readable.
+    Locally those lines are noise between the logs. POWERTOOLS_METRICS_DISABLED would not do: it
+    changes the handlers' behaviour, and Powertools prints the cold-start metric regardless.
     """
 
-    def __init__(self, target: Any, drop_metrics: bool = False) -> None:
+    def __init__(self, target: Any) -> None:
         super().__init__()
-        self._target = target
-        self._drop_metrics = drop_metrics
-        self._local = threading.local()
-        self._lock = threading.Lock()
+        self.target = target
+        self._dropping = threading.local()  # print() writes the line, then its end, in two calls
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        function = getattr(self._local, "function", None)
-        if function is None:
-            with self._lock:
-                return self._target.write(text)
-        *lines, self._local.pending = (self._local.pending + text).split("\n")
-        for line in lines:
-            self._emit(function, line)
+        if text.startswith('{"_aws"'):
+            self._dropping.line = True
+        elif text == "\n" and getattr(self._dropping, "line", False):
+            self._dropping.line = False
+        else:
+            self.target.write(text)
         return len(text)
 
-    def _emit(self, function: str, line: str) -> None:
-        if not line or (self._drop_metrics and line.startswith('{"_aws"')):
-            return
-        with self._lock:
-            self._target.write(f"{function:<17}| {line}\n")
-            self._target.flush()
-
     def flush(self) -> None:
-        self._target.flush()
-
-    @contextmanager
-    def running(self, function: str) -> Iterator[None]:
-        """Attribute this thread's output to `function` for the duration of the block."""
-        previous = getattr(self._local, "function", None)
-        self._local.function, self._local.pending = function, ""
-        try:
-            yield
-        finally:
-            if self._local.pending:
-                self._emit(function, self._local.pending)
-            self._local.function, self._local.pending = previous, ""
-
-
-_handler_output: HandlerOutput | None = None
-
-
-def install_handler_output(drop_metrics: bool = False) -> None:
-    """Route handler stdout through a HandlerOutput (before the handlers are imported)."""
-    global _handler_output
-    if _handler_output is None:
-        _handler_output = HandlerOutput(sys.stdout, drop_metrics)
-        sys.stdout = _handler_output
-
-
-def uninstall_handler_output() -> None:
-    global _handler_output
-    if _handler_output is not None and sys.stdout is _handler_output:
-        sys.stdout = _handler_output._target
-    _handler_output = None
+        self.target.flush()
 
 
 # Set in os.environ while the functions run here: boto3 clients the handlers create go to moto with
@@ -305,16 +263,19 @@ class FunctionHost:
         if endpoint_url:
             process["AWS_ENDPOINT_URL"] = endpoint_url
         self._previous = prepare_process(process)
+        if self.drop_metric_lines and not isinstance(sys.stdout, WithoutMetricLines):
+            sys.stdout = WithoutMetricLines(sys.stdout)
         self.deployment = deploy(self.template, self.session(), endpoint_url)
-        install_handler_output(self.drop_metric_lines)
         self.functions = load_functions(self.template, self.deployment, self.overrides)
         shared = prepare_process(shared_environment(self.functions))
         self._previous.update({k: v for k, v in shared.items() if k not in self._previous})
 
     def stop(self) -> None:
+        """Restore os.environ and stdout as they were before `start`."""
         restore_environment(self._previous)
         self._previous = {}
-        uninstall_handler_output()
+        if isinstance(sys.stdout, WithoutMetricLines):
+            sys.stdout = sys.stdout.target
 
     def session(self) -> boto3.session.Session:
         """A boto3 session for the local AWS (fake credentials)."""
