@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -38,6 +39,7 @@ ROUTES = {
     ("GET", "/v1/interests"): recommend_app,
     ("DELETE", "/v1/me"): recommend_app,
 }
+SIMILAR = re.compile(r"^/v1/items/([^/]+)/similar$")
 
 
 TOKEN, SUBJECT = "valid-token", "fuzz-user"
@@ -53,13 +55,20 @@ class AcceptingKinesis:
 
 def api_gateway(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """WSGI: what API Gateway and its JWT authorizer hand the Lambda, then the Lambda's answer."""
-    method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+    method = environ["REQUEST_METHOD"]
+    # WSGI hands the decoded path as latin-1 characters of its UTF-8 bytes.
+    path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else b""
     headers = [(k[5:].replace("_", "-").lower(), v) for k, v in environ.items() if k.startswith("HTTP_")]
     if environ.get("CONTENT_TYPE"):
         headers.append(("content-type", environ["CONTENT_TYPE"]))
     module = ROUTES.get((method, path))
+    route_key, path_parameters = f"{method} {path}", {}
+    similar = SIMILAR.match(path)
+    if method == "GET" and similar:
+        module, route_key = recommend_app, "GET /v1/items/{item_id}/similar"
+        path_parameters = {"item_id": similar.group(1)}
     if module is None:
         # API Gateway answers unrouted requests itself, before any function.
         start_response("404 Not Found", [("Content-Type", "application/json"), GATEWAY_ANSWER])
@@ -70,13 +79,13 @@ def api_gateway(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         return [b'{"message":"Unauthorized"}']
     claims = {"sub": SUBJECT}
     event = build_http_event(
-        route_key=f"{method} {path}",
+        route_key=route_key,
         method=method,
         raw_path=path,
         raw_query=environ.get("QUERY_STRING", ""),
         headers=headers,
         body=body,
-        path_parameters={},
+        path_parameters=path_parameters,
         claims=claims,
         source_ip="127.0.0.1",
         api_id="fuzz",

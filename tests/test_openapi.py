@@ -23,6 +23,7 @@ def test_the_document_is_valid_openapi_and_covers_every_route():
         "/v1/recommendations",
         "/v1/recommendations/rank",
         "/v1/interests",
+        "/v1/items/{item_id}/similar",
         "/v1/me",
     }
     assert SPEC["security"] == [{"jwt": []}]

@@ -50,6 +50,7 @@ SCOPES = {
     ("GET", "/v1/recommendations"): "rtrec/recommendations.read",
     ("POST", "/v1/recommendations/rank"): "rtrec/recommendations.read",
     ("GET", "/v1/interests"): "rtrec/recommendations.read",
+    ("GET", "/v1/items/{item_id}/similar"): "rtrec/recommendations.read",
     ("DELETE", "/v1/me"): "rtrec/me.delete",
 }
 EXTERNAL_IDP = {"JwtIssuerUrl": "https://id.example.com", "JwtAudience": "a,b"}

@@ -183,6 +183,30 @@ def rank_items():
 
 
 @app.get(
+    "/v1/items/<item_id>/similar",
+    summary="Items like this one",
+    description="Nearest items by the model's item vectors (new items: by their categories), same filters.",
+)
+@traced
+def get_similar_items(item_id: str):
+    """A "more like this" shelf: available items closest to ``item_id``, filtered like recommendations."""
+    _caller()
+    parameters = _query({"k": 8, "category": MAX_CATEGORY_PARAMETER, "filter": MAX_FILTER_LENGTH})
+    k = _parse_k(parameters.get("k"))
+    try:
+        item_id = check_text(item_id, "path.item_id", MAX_ID_LENGTH)
+    except InvalidEvent as error:
+        raise RequestError(400, "invalid request", [str(error)]) from None
+    item_filter = _item_filter(parameters.get("category"), parameters.get("filter"))
+    _follow_catalog()
+    outcome = recommender.similar(item_id, k, item_filter)
+    if outcome is None:
+        raise RequestError(404, "no such item", [f"path.item_id: {item_id[:64]!r} is not in the catalog"])
+    _observe("similar", outcome, False)
+    return _ranked_answer(_new_recommendation_id(), outcome, False)
+
+
+@app.get(
     "/v1/interests",
     summary="The caller's predicted genre interests",
     description="Distribution over the 19 genres from the model's interest head for the token's user.",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from functions.recommend.app import (
@@ -201,6 +201,27 @@ def get_interests():
     """GET /v1/interests (documentation only)."""
 
 
+def get_similar_items(
+    item_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=IDENTIFIER_PATTERN)],
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items (1..100).")] = 10,
+    category: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_CATEGORY_PARAMETER,
+            pattern=id_list_pattern(MAX_CATEGORY_LENGTH),
+            description="Comma-separated categories; an item passes with any of them.",
+        ),
+    ] = None,
+    filter: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_FILTER_LENGTH, pattern=filter_pattern(), description="As for /v1/recommendations."
+        ),
+    ] = None,
+):
+    """GET /v1/items/{item_id}/similar (documentation only)."""
+
+
 def delete_me():
     """DELETE /v1/me (documentation only)."""
 
@@ -216,6 +237,10 @@ ROUTES: dict[tuple[str, str], tuple[Any, dict[int, dict[str, Any]]]] = {
     ("GET", "/v1/recommendations"): (get_recommendations, _responses(RecommendationsResponse)),
     ("POST", "/v1/recommendations/rank"): (rank_items, {**_responses(RankResponse), **_BODY_ERRORS}),
     ("GET", "/v1/interests"): (get_interests, _responses(InterestsResponse)),
+    ("GET", "/v1/items/<item_id>/similar"): (
+        get_similar_items,
+        {**_responses(RecommendationsResponse), 404: _error("The item is not in the catalog")},
+    ),
     ("DELETE", "/v1/me"): (
         delete_me,
         {

@@ -114,3 +114,35 @@ def test_a_catalog_table_outage_keeps_serving_what_is_known(shop, monkeypatch):
     status, body = shop(k=50)
     assert status == 200 and shop.model.item_ids[30] not in ids(body)
     assert shop.live.refresh_failures >= 1
+
+
+def similar(item_id: str, **query) -> tuple[int, dict]:
+    event = http_event(
+        "GET", f"/v1/items/{item_id}/similar", sub="shopper", query={k: str(v) for k, v in query.items()}
+    )
+    event["pathParameters"] = {"item_id": item_id}
+    event["routeKey"] = "GET /v1/items/{item_id}/similar"
+    response = recommend_app.lambda_handler(event, FakeContext())
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_similar_items_come_from_the_item_vectors_with_the_same_filters(shop):
+    model = shop.model
+    status, body = similar(model.item_ids[0], k=5)
+    assert status == 200 and len(body["items"]) == 5
+    assert all(item["reason"] == "similar" for item in body["items"])
+    assert model.item_ids[0] not in ids(body)
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    shop.store.put(CatalogItem(ids(body)[0], available=False))
+    assert ids(body)[0] not in ids(similar(model.item_ids[0], k=5)[1])
+    assert similar("no-such-item")[0] == 404
+    assert similar(model.item_ids[0], filter="price<")[0] == 400
+
+
+def test_a_new_item_gets_neighbours_from_its_categories(shop):
+    shop.store.put(CatalogItem("brand-new-western", ("Western",), created_at=NOW))
+    status, body = similar("brand-new-western", k=10)
+    assert status == 200 and len(body["items"]) == 10
+    westerns = sum("Western" in item["categories"] for item in body["items"])
+    assert westerns >= 5, body["items"]

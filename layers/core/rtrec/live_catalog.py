@@ -87,6 +87,24 @@ class LiveCatalog:
         """Indices of the items the model does not know."""
         return np.arange(self.model_size + 1, len(self) + 1, dtype=np.int64)
 
+    def sharing_categories(self, index: int) -> NDArray[np.int64]:
+        """Indices of the items that share at least one category with ``index`` (itself excluded)."""
+        row = self._columns.category_matrix[index]
+        if not row.any():
+            return np.zeros(0, dtype=np.int64)
+        shared = self._columns.category_matrix[:, row].any(axis=1)
+        shared[index] = False
+        return np.flatnonzero(shared).astype(np.int64)
+
+    def category_overlap(self, index: int) -> NDArray[np.float64]:
+        """Per item: the share of ``index``'s categories it carries (0..1)."""
+        row = self._columns.category_matrix[index]
+        count = int(row.sum())
+        if not count:
+            return np.zeros(len(self._columns.available), dtype=np.float64)
+        shared: NDArray[np.float64] = self._columns.category_matrix[:, row].sum(axis=1) / count
+        return shared
+
     # ---------- filters ----------
 
     def mask(self, item_filter: ItemFilter | None = None) -> NDArray[np.bool_]:

@@ -24,7 +24,15 @@ REASON_EXPLORE = "explore"
 REASON_POPULAR = "popular"
 REASON_COLD_START = "cold_start"
 REASON_PROMOTED = "promoted"
-REASONS: tuple[str, ...] = (REASON_MODEL, REASON_EXPLORE, REASON_POPULAR, REASON_COLD_START, REASON_PROMOTED)
+REASON_SIMILAR = "similar"
+REASONS: tuple[str, ...] = (
+    REASON_MODEL,
+    REASON_EXPLORE,
+    REASON_POPULAR,
+    REASON_COLD_START,
+    REASON_PROMOTED,
+    REASON_SIMILAR,
+)
 
 # A popular item outside every genre the user showed interest in keeps this share of its weight.
 _OFF_INTEREST_WEIGHT = 0.25

@@ -244,6 +244,61 @@ class Recommender:
             picks = ranking.top_up(picks, self._popular(remaining, rules, ranking.REASON_POPULAR), k)
         return Outcome(picks, SOURCE_MODEL, candidates_scored=int(indices.size))
 
+    def similar(self, item_id: str, k: int, item_filter: ItemFilter | None = None) -> Outcome | None:
+        """Items like ``item_id`` by cosine of the model's item vectors; None when the item is unknown.
+
+        An item the model never saw (added to the catalog since) gets the mean vector of the model's
+        items that share a category with it and is matched on its categories first, so it has
+        neighbours from the first minute.
+        """
+        if self.catalog is None:
+            return Outcome(source=SOURCE_POPULAR, degraded=True, failure=self.load_error)
+        index = self.live.index_of(item_id) if self.live is not None else self.catalog.index_of(item_id)
+        if index == PAD_INDEX:
+            return None
+        size = len(self.live) if self.live is not None else len(self.catalog)
+        mask = self.live.mask(item_filter) if self.live is not None else np.ones(size + 1, dtype=bool)
+        mask[[PAD_INDEX, index]] = False
+        if self.scorer is None or not hasattr(self.scorer, "item_vectors"):
+            popularity = np.concatenate([[0.0], self.catalog.popularity, np.zeros(size - len(self.catalog))])
+            order = [
+                int(i) for i in np.argsort(-np.where(mask, popularity, -np.inf), kind="stable")[:k] if mask[i]
+            ]
+            picks = [Pick(i, float(popularity[i]), ranking.REASON_POPULAR) for i in order]
+            return Outcome(picks, SOURCE_POPULAR, degraded=True, failure=self.load_error)
+        vectors = self._all_item_vectors(size)
+        norms = np.linalg.norm(vectors, axis=1)
+        norms[norms == 0] = 1.0
+        scores = (vectors @ vectors[index]) / (norms * norms[index])
+        if self.live is not None and index > len(self.catalog):
+            # A new item's vector is only its categories' centroid: items that share its categories
+            # come first (by the share of its categories they carry), the vectors order them.
+            scores = scores + self.live.category_overlap(index)
+        scores[~mask] = -np.inf
+        count = min(k, int(mask.sum()))
+        top = np.argpartition(-scores, count - 1)[:count] if count else np.zeros(0, dtype=np.int64)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        picks = [Pick(int(i), float(scores[i]), ranking.REASON_SIMILAR) for i in top]
+        return Outcome(picks, SOURCE_MODEL, candidates_scored=int(mask.sum()))
+
+    def _all_item_vectors(self, size: int) -> NDArray[np.float32]:
+        """Model item vectors, then one category-mean vector per live new item."""
+        assert self.scorer is not None and self.catalog is not None
+        model_vectors: NDArray[np.float32] = np.asarray(
+            getattr(self.scorer, "item_vectors"),  # noqa: B009 (optional in ScorerLike: checked by the caller)
+            dtype=np.float32,
+        )
+        if self.live is None or size == len(self.catalog):
+            return model_vectors
+        live = self.live
+        extra = np.zeros((size - len(self.catalog), model_vectors.shape[1]), dtype=np.float32)
+        for row, index in enumerate(live.new_indices()):
+            sharing = live.sharing_categories(int(index))
+            sharing = sharing[(sharing >= 1) & (sharing <= len(self.catalog))]
+            if sharing.size:
+                extra[row] = model_vectors[sharing].mean(axis=0)
+        return np.concatenate([model_vectors, extra])
+
     def rank(self, state: StateLike | None, item_ids: Sequence[str]) -> Outcome:
         """Order the caller's own candidates for this user; unknown ids are reported, not fatal."""
         if self.catalog is None:

@@ -157,6 +157,13 @@ class Scorer:
     def shortlist_size(self) -> int:
         return self._shortlist.num_candidates
 
+    @property
+    def item_vectors(self) -> NDArray[np.float32]:
+        """The retrieval embedding of every item, row = model index (row 0 is padding); read only."""
+        view: NDArray[np.float32] = self._item_matrix.view()
+        view.flags.writeable = False
+        return view
+
     def _check_history(self, items: NDArray[Any], signals: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
         items = np.asarray(items, dtype=np.int32).reshape(-1)
         signals = np.asarray(signals, dtype=np.int32).reshape(-1)
