@@ -132,8 +132,9 @@ class Dataset:
 
     def unknown_item_rows(self) -> np.ndarray:
         """Boolean mask of interactions whose item is not in the catalog."""
-        known = np.array(sorted(self.item_index()), dtype=object)
-        return ~np.isin(self.interactions.item_ids, known)
+        known = {item.item_id for item in self.items}  # a set: np.isin on object arrays is quadratic
+        item_ids = self.interactions.item_ids.tolist()
+        return np.fromiter((item_id not in known for item_id in item_ids), dtype=bool, count=len(item_ids))
 
     def summary(self) -> dict[str, Any]:
         """Counts for logs and manifests."""
