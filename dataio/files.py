@@ -25,6 +25,9 @@ empty cells absent), ``available``? (default true), ``created_at``? (epoch ms or
 
 A bad row raises ``InvalidRow`` naming the file and line (Parquet: row). With ``skip_invalid=True`` bad
 rows are skipped instead, counted in ``Dataset.skipped_rows`` and the first few logged as warnings.
+
+``read_items(path)`` and ``read_interactions(path)`` read one file each with the same rules (the catalog
+import reads items alone; there an absent ``created_at`` means now, as in the admin API).
 """
 
 from __future__ import annotations
@@ -344,10 +347,9 @@ class FileAdapter:
                 raise FileNotFoundError(f"{path}: no such file")
 
     def load(self) -> Dataset:
-        now_ms = self.now_ms if self.now_ms is not None else int(time.time() * 1000)
         skipped: dict[str, int] = {}
-        items = self._load_items(skipped)
-        interactions = self._load_interactions(now_ms, skipped)
+        items = read_items(self.items_path, self.skip_invalid, self.default_created_at_ms, skipped)
+        interactions = read_interactions(self.interactions_path, self.now_ms, self.skip_invalid, skipped)
         return Dataset(
             name=self.name or self.interactions_path.resolve().parent.name,
             interactions=interactions,
@@ -356,59 +358,93 @@ class FileAdapter:
             skipped_rows=skipped,
         )
 
-    def _skip(self, error: InvalidRow, role: str, skipped: dict[str, int]) -> None:
+
+class _Skipper:
+    """Raises a row's error, or (``skip_invalid``) counts it per file role and logs the first few."""
+
+    def __init__(self, skip_invalid: bool, skipped: dict[str, int]) -> None:
+        self.skip_invalid = skip_invalid
+        self.skipped = skipped
+
+    def __call__(self, error: InvalidRow, role: str) -> None:
         if not self.skip_invalid:
             raise error
-        skipped[role] = skipped.get(role, 0) + 1
-        if skipped[role] <= LOGGED_ERRORS:
+        self.skipped[role] = self.skipped.get(role, 0) + 1
+        if self.skipped[role] <= LOGGED_ERRORS:
             log.warning("skipped invalid row %s", error)
 
-    def _load_items(self, skipped: dict[str, int]) -> list[CatalogItem]:
-        path = self.items_path
-        form = format_of(path)
-        items: list[CatalogItem] = []
-        first_seen: dict[str, str] = {}
-        for where, raw in _READERS[form](path):
-            try:
-                if isinstance(raw, _Broken):
-                    raise InvalidItem(raw.reason)
-                record = _ITEM_FORMS[form](raw)
-                item = validate_item(record, now_ms=self.default_created_at_ms)
-                if item.item_id in first_seen:
-                    raise InvalidItem(f"item_id {item.item_id!r} repeats ({first_seen[item.item_id]})")
-            except (InvalidItem, InvalidEvent) as error:
-                self._skip(InvalidRow(path, where, str(error)), "items", skipped)
-                continue
-            first_seen[item.item_id] = where
-            items.append(item)
-        return items
 
-    def _load_interactions(self, now_ms: int, skipped: dict[str, int]) -> InteractionColumns:
-        path = self.interactions_path
-        validate = _InteractionValidator(now_ms, textual=format_of(path) == "csv")
-        users: list[str] = []
-        item_ids: list[str] = []
-        types: list[str] = []
-        values: list[float] = []
-        stamps: list[int] = []
-        for where, raw in _READERS[format_of(path)](path):
-            try:
-                row = validate(raw)
-            except InvalidEvent as error:
-                self._skip(InvalidRow(path, where, str(error)), "interactions", skipped)
-                continue
-            users.append(row.user_id)
-            item_ids.append(row.item_id)
-            types.append(row.type)
-            values.append(row.value)
-            stamps.append(row.timestamp_ms)
-        return InteractionColumns(
-            user_ids=np.array(users, dtype=object),
-            item_ids=np.array(item_ids, dtype=object),
-            types=np.array(types, dtype=object),
-            values=np.array(values, dtype=np.float32),
-            timestamps_ms=np.array(stamps, dtype=np.int64),
-        )
+def read_items(
+    path: Path,
+    skip_invalid: bool = False,
+    default_created_at_ms: int | None = None,
+    skipped: dict[str, int] | None = None,
+) -> list[CatalogItem]:
+    """The items of one file, each validated by ``rtrec.catalog.validate_item``; a repeated id is an error.
+
+    ``default_created_at_ms`` is the ``created_at`` of rows without one; None means now (the clock),
+    as the admin API does for an item it receives (``FileAdapter`` passes 0 instead). Skipped rows are
+    counted in ``skipped["items"]`` when a dict is given.
+    """
+    path = Path(path)
+    form = format_of(path)
+    default = default_created_at_ms if default_created_at_ms is not None else int(time.time() * 1000)
+    skip = _Skipper(skip_invalid, skipped if skipped is not None else {})
+    items: list[CatalogItem] = []
+    first_seen: dict[str, str] = {}
+    for where, raw in _READERS[form](path):
+        try:
+            if isinstance(raw, _Broken):
+                raise InvalidItem(raw.reason)
+            item = validate_item(_ITEM_FORMS[form](raw), now_ms=default)
+            if item.item_id in first_seen:
+                raise InvalidItem(f"item_id {item.item_id!r} repeats ({first_seen[item.item_id]})")
+        except (InvalidItem, InvalidEvent) as error:
+            skip(InvalidRow(path, where, str(error)), "items")
+            continue
+        first_seen[item.item_id] = where
+        items.append(item)
+    return items
+
+
+def read_interactions(
+    path: Path,
+    now_ms: int | None = None,
+    skip_invalid: bool = False,
+    skipped: dict[str, int] | None = None,
+) -> InteractionColumns:
+    """The interactions of one file in file order, each row checked with the API's event rules.
+
+    ``now_ms`` bounds timestamps (now + 5 min; None: the clock). Skipped rows are counted in
+    ``skipped["interactions"]`` when a dict is given.
+    """
+    path = Path(path)
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    validate = _InteractionValidator(now, textual=format_of(path) == "csv")
+    skip = _Skipper(skip_invalid, skipped if skipped is not None else {})
+    users: list[str] = []
+    item_ids: list[str] = []
+    types: list[str] = []
+    values: list[float] = []
+    stamps: list[int] = []
+    for where, raw in _READERS[format_of(path)](path):
+        try:
+            row = validate(raw)
+        except InvalidEvent as error:
+            skip(InvalidRow(path, where, str(error)), "interactions")
+            continue
+        users.append(row.user_id)
+        item_ids.append(row.item_id)
+        types.append(row.type)
+        values.append(row.value)
+        stamps.append(row.timestamp_ms)
+    return InteractionColumns(
+        user_ids=np.array(users, dtype=object),
+        item_ids=np.array(item_ids, dtype=object),
+        types=np.array(types, dtype=object),
+        values=np.array(values, dtype=np.float32),
+        timestamps_ms=np.array(stamps, dtype=np.int64),
+    )
 
 
 INTERACTIONS_STEM = "interactions"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import dataio
-from dataio.files import FileAdapter, InvalidRow, find_data_files, format_of
+from dataio.files import FileAdapter, InvalidRow, find_data_files, format_of, read_interactions, read_items
 
 NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 EVENTS = [
@@ -293,3 +294,20 @@ def test_find_data_files_and_the_registry(tmp_path):
         find_data_files(tmp_path)
     with pytest.raises(ValueError, match="unknown data spec"):
         dataio.adapter_for(str(tmp_path / "nowhere"))
+
+
+def test_read_items_alone_defaults_created_at_to_now(tmp_path):
+    _, items = jsonl_files(tmp_path)
+    write_jsonl(items, [*ITEMS, {"item_id": "sku-1", "categories": []}])
+    skipped: dict[str, int] = {}
+    before = int(time.time() * 1000)
+    read = read_items(items, skip_invalid=True, skipped=skipped)
+    assert [item.item_id for item in read] == ["sku-1", "sku-2", "sku-3"] and skipped == {"items": 1}
+    assert read[1].created_at >= before
+    assert read_items(items, skip_invalid=True, default_created_at_ms=5)[1].created_at == 5
+
+
+def test_read_interactions_alone(tmp_path):
+    events, _ = csv_files(tmp_path)
+    inter = read_interactions(events, now_ms=NOW_MS)
+    assert len(inter) == 4 and inter.types.tolist()[-1] == "rating"
