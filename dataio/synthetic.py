@@ -44,7 +44,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent.parent / ".cache" / "data" / "ecom
 INTERACTIONS_FILE = "interactions.jsonl.gz"
 ITEMS_FILE = "items.jsonl"
 GENERATOR_FILE = "generator.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump whenever the same Config gives other output (ensure() regenerates)
 DAY_MS = 86_400_000
 
 # Departments > groups > leaves. Category k of a run is taken round-robin over departments, then
@@ -154,6 +154,7 @@ P_CART_GIVEN_CLICK = 0.12
 P_PURCHASE_GIVEN_CART = 0.50
 NEW_ITEM_SHARE = 0.15
 UNAVAILABLE_SHARE = 0.03
+POPULARITY_SIGMA = 1.3  # log-normal item appeal: the top 1% of items draw ~11% of the views
 
 
 @dataclass(frozen=True)
@@ -324,7 +325,9 @@ def _make_catalog(config: Config, rng: np.random.Generator) -> _Catalog:
         config.start_ms - rng.random(n) * 730 * DAY_MS,
     ).astype(np.int64)
     available = rng.random(n) >= UNAVAILABLE_SHARE
-    weight = rng.lognormal(0.0, 1.0, size=n) * np.sqrt(brand_popularity[brand] / brand_popularity.mean())
+    weight = rng.lognormal(0.0, POPULARITY_SIGMA, size=n) * np.sqrt(
+        brand_popularity[brand] / brand_popularity.mean()
+    )
     weight *= np.where(new, 1.5, 1.0) * np.where(available, 1.0, 0.3)
 
     # Co-viewed neighbours: the items next to it in its primary category, ordered by price.
