@@ -311,3 +311,13 @@ def test_read_interactions_alone(tmp_path):
     events, _ = csv_files(tmp_path)
     inter = read_interactions(events, now_ms=NOW_MS)
     assert len(inter) == 4 and inter.types.tolist()[-1] == "rating"
+
+
+def test_describe_command(tmp_path, capsys):
+    from dataio.__main__ import main
+
+    jsonl_files(tmp_path)
+    write_jsonl(tmp_path / "interactions.jsonl", [*EVENTS, event(type="like")])
+    assert main([str(tmp_path), "--skip-invalid"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["interactions"] == len(EVENTS) and summary["skipped_rows"] == {"interactions": 1}
