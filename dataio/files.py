@@ -14,7 +14,8 @@ Interactions, one row per event:
 | ``timestamp`` | required; epoch **milliseconds** or ISO-8601 with a zone, from 2000-01-01 to now + 5 min |
 
 ``event_id``, ``session_id``, ``recommendation_id`` and ``context`` are accepted and ignored; any other
-column is an error (a misspelt ``value`` would otherwise vanish silently).
+column is an error (a misspelt ``value`` would otherwise vanish silently). Integer ids (``user_id``,
+``item_id`` of events and items) are read as their decimal text; in Parquet a NaN is a missing value.
 
 Items, one row per item, validated by ``rtrec.catalog.validate_item``:
 ``item_id``, ``categories`` (a JSON list in JSONL and Parquet, ``|``-separated in CSV), ``title``?,
@@ -175,13 +176,15 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _from_parquet(value: Any) -> Any:
-    """DuckDB's Python values as the JSON form: timestamps to epoch ms, decimals to floats, NULL struct
-    fields dropped."""
+    """DuckDB's Python values as the JSON form: timestamps to epoch ms, decimals to floats, NaN as NULL,
+    NULL struct fields dropped."""
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)  # Parquet timestamps are UTC
         return round(moment.timestamp() * 1000)
     if isinstance(value, Decimal):  # DECIMAL columns; a JSON number is a float
         return float(value)
+    if isinstance(value, float) and math.isnan(value):  # how pandas writes a missing number
+        return None
     if isinstance(value, dict):
         return {k: _from_parquet(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
@@ -200,12 +203,19 @@ _READERS: dict[str, Callable[[Path], Iterator[tuple[str, Any]]]] = {
 
 
 @dataclass(frozen=True)
-class Interaction:
+class _Row:
     user_id: str
     item_id: str
     type: str
     value: float  # NaN when absent
     timestamp_ms: int
+
+
+def _id_text(value: Any) -> Any:
+    """Integer ids (common in Parquet and JSON exports) as their decimal text; anything else unchanged."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 class _InteractionValidator:
@@ -217,7 +227,7 @@ class _InteractionValidator:
         self.users: set[str] = set()
         self.items: set[str] = set()
 
-    def __call__(self, raw: Any) -> Interaction:
+    def __call__(self, raw: Any) -> _Row:
         if isinstance(raw, _Broken):
             raise InvalidEvent(raw.reason)
         if not isinstance(raw, dict):
@@ -225,7 +235,7 @@ class _InteractionValidator:
         unknown = set(raw) - INTERACTION_COLUMNS - IGNORED_INTERACTION_COLUMNS
         if unknown:
             raise InvalidEvent(f"unknown column(s): {', '.join(sorted(str(u)[:40] for u in unknown))}")
-        user_id, item_id = raw.get("user_id"), raw.get("item_id")
+        user_id, item_id = _id_text(raw.get("user_id")), _id_text(raw.get("item_id"))
         if not isinstance(user_id, str) or user_id not in self.users:
             if user_id is None or user_id == "":
                 raise InvalidEvent("user_id is required")
@@ -241,7 +251,7 @@ class _InteractionValidator:
         if timestamp is None or timestamp == "":
             raise InvalidEvent("timestamp is required")
         ts = check_timestamp_window(parse_timestamp(timestamp), self.now_ms)
-        return Interaction(user_id, item_id, event_type, self._value(raw.get("value"), event_type), ts)
+        return _Row(user_id, item_id, event_type, self._value(raw.get("value"), event_type), ts)
 
     def _value(self, value: Any, event_type: str) -> float:
         if value is None or (self.textual and value.strip() == ""):
@@ -301,7 +311,10 @@ def _item_from_json(raw: Any) -> Any:
     """A JSONL row as ``validate_item`` takes it: null optional fields are absent."""
     if not isinstance(raw, dict):
         return raw
-    return {k: v for k, v in raw.items() if v is not None or k in ("item_id", "categories")}
+    item = {k: v for k, v in raw.items() if v is not None or k in ("item_id", "categories")}
+    if "item_id" in item:
+        item["item_id"] = _id_text(item["item_id"])
+    return item
 
 
 def _item_from_parquet(raw: dict[str, Any]) -> Any:

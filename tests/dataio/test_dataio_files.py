@@ -321,3 +321,31 @@ def test_describe_command(tmp_path, capsys):
     assert main([str(tmp_path), "--skip-invalid"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["interactions"] == len(EVENTS) and summary["skipped_rows"] == {"interactions": 1}
+
+
+def test_integer_ids_are_read_as_text(tmp_path):
+    events, items = jsonl_files(tmp_path)
+    write_jsonl(events, [event(user_id=42, item_id=7)])
+    write_jsonl(items, [{"item_id": 7, "categories": ["A"]}])
+    data = FileAdapter(events, items, now_ms=NOW_MS).load()
+    assert data.interactions.user_ids.tolist() == ["42"] and data.items[0].item_id == "7"
+    write_jsonl(events, [event(user_id=True)])
+    with pytest.raises(InvalidRow, match="user_id must be a non-empty string"):
+        FileAdapter(events, items, now_ms=NOW_MS).load()
+
+
+def test_parquet_nan_is_a_missing_value(tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    events, items = tmp_path / "interactions.parquet", tmp_path / "items.parquet"
+    with duckdb.connect() as con:
+        con.execute(
+            "COPY (SELECT 1 AS user_id, 7 AS item_id, 'view' AS type, 'NaN'::DOUBLE AS value, "
+            f"1764000000000 AS timestamp) TO '{events}' (FORMAT parquet)"
+        )
+        con.execute(
+            "COPY (SELECT 7 AS item_id, '[\"A\"]' AS categories, '{\"price\": 3}' AS attributes) "
+            f"TO '{items}' (FORMAT parquet)"
+        )
+    data = FileAdapter(events, items, now_ms=NOW_MS).load()
+    assert math.isnan(data.interactions.values[0]) and data.interactions.item_ids.tolist() == ["7"]
+    assert data.items[0].categories == ("A",) and dict(data.items[0].attributes) == {"price": 3.0}
