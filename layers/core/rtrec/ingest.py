@@ -225,6 +225,14 @@ class BatchIngestor:
         outcome.failures = sorted(failed, key=order.__getitem__)
         return outcome
 
+    def apply_history(self, user_id: str, events: Sequence[Event]) -> FoldResult:
+        """Fold one user's historical events (any dates, oldest first) with the same fold and write.
+
+        The backfill path: events that never went through the stream (no positions), so only the
+        event-id log de-duplicates them. Raises StoreUnavailable or StoreRejected like a stream write.
+        """
+        return self._write(user_id, list(events), [None] * len(events), None, _UserResult())
+
     # ---------- decoding and dead letters ----------
 
     def _decode(self, record: KinesisRecord, now_ms: int) -> _Entry:
