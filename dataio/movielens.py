@@ -19,7 +19,6 @@ import numpy as np
 
 from dataio.dataset import Dataset, InteractionColumns
 from rtrec.catalog import validate_item
-from rtrec.features import GENRE_INDEX, GENRES
 
 WHEEL_NAME = "recbole-1.2.1-py3-none-any.whl"
 WHEEL_REQUIREMENT = "recbole==1.2.1"
@@ -27,6 +26,31 @@ WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407
 DATASET_PREFIX = "recbole/dataset_example/ml-100k/ml-100k"
 DATA_DIR = Path(__file__).resolve().parent.parent / ".cache" / "data"
 TIME_CUTOFF_QUANTILE = 0.8
+
+# MovieLens-100k's genre vocabulary in the dataset's own order: ``Interactions.catalog_genre_ids`` index
+# into it. It belongs to this dataset, not to the core (whose categories come from the data).
+GENRES: tuple[str, ...] = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
+GENRE_INDEX: dict[str, int] = {name: i for i, name in enumerate(GENRES)}
 
 
 class ChecksumMismatch(RuntimeError):

@@ -44,7 +44,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent.parent / ".cache" / "data" / "ecom
 INTERACTIONS_FILE = "interactions.jsonl.gz"
 ITEMS_FILE = "items.jsonl"
 GENERATOR_FILE = "generator.json"
-GENERATOR_VERSION = 2  # bump whenever the same Config gives other output (ensure() regenerates)
+GENERATOR_VERSION = 3  # bump whenever the same Config gives other output (ensure() regenerates)
 DAY_MS = 86_400_000
 
 # Departments > groups > leaves. Category k of a run is taken round-robin over departments, then
@@ -288,7 +288,9 @@ def _make_catalog(config: Config, rng: np.random.Generator) -> _Catalog:
     departments = int(department.max()) + 1
     category_weight = _zipf_weights(c, 0.9, rng)
     primary = np.concatenate([rng.permutation(c), rng.choice(c, size=n - c, p=category_weight)])
-    primary = primary[rng.permutation(n)]
+    shuffle = rng.permutation(n)
+    primary = primary[shuffle]
+    first_of_category = np.argsort(shuffle)[:c]  # one item per category, made before the window below
 
     # Extra categories: a sibling in the taxonomy group (70%), the department (20%) or anywhere (10%).
     extra_count = rng.choice(3, size=n, p=[0.55, 0.33, 0.12])
@@ -319,6 +321,7 @@ def _make_catalog(config: Config, rng: np.random.Generator) -> _Catalog:
     price = np.round(np.floor(raw_price) + 0.99, 2)
 
     new = rng.random(n) < NEW_ITEM_SHARE
+    new[first_of_category] = False  # so every category has an item from the window's first moment
     created_at = np.where(
         new,
         config.start_ms + (rng.random(n) * config.days * DAY_MS),

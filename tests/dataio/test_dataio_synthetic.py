@@ -229,3 +229,12 @@ def test_default_size_is_fast_and_loads_through_the_registry(tmp_path, monkeypat
     summary = data.summary()
     assert summary["interactions"] == 300_000 and summary["items"] == 20_000 and summary["categories"] == 150
     assert summary["users"] > 4_000 and summary["unknown_item_interactions"] == 0
+
+
+def test_every_category_has_an_item_before_the_window():
+    data = synthetic.generate(synthetic.Config(items=40, categories=30, users=5, events=200, seed=2))
+    catalog = data.catalog
+    old = catalog.created_at < synthetic.Config().start_ms
+    assert set(catalog.primary[old].tolist()) == set(range(30))
+    assert (data.event_item >= 0).all()
+    assert (catalog.created_at[data.event_item] <= data.event_time).all()
