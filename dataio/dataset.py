@@ -103,6 +103,8 @@ class Dataset:
 
     ``fingerprint`` is a sha256 identifying the source files (or the pinned download), for manifests.
     ``skipped_rows`` counts rows an adapter skipped as invalid (only with ``skip_invalid``), per file role.
+    ``vocabulary`` is a source's own category order, when it has one (MovieLens' genre order, which the
+    committed model's category ids follow); None for first-seen order.
     """
 
     name: str
@@ -110,11 +112,15 @@ class Dataset:
     items: list[CatalogItem]
     fingerprint: str
     skipped_rows: Mapping[str, int] = field(default_factory=dict)
+    vocabulary: tuple[str, ...] | None = None
 
     @property
     def categories(self) -> list[str]:
-        """The category vocabulary, in first-seen order over the items."""
-        return vocabulary_of(self.items)
+        """The category vocabulary: ``vocabulary`` if given, then the items' categories, first seen first."""
+        seen = vocabulary_of(self.items)
+        if self.vocabulary is None:
+            return seen
+        return list(dict.fromkeys([*self.vocabulary, *seen]))
 
     def item_index(self) -> dict[str, int]:
         """item_id -> position in ``items``."""
@@ -128,6 +134,7 @@ class Dataset:
             items=self.items,
             fingerprint=self.fingerprint,
             skipped_rows=self.skipped_rows,
+            vocabulary=self.vocabulary,
         )
 
     def unknown_item_rows(self) -> np.ndarray:

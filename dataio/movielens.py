@@ -157,7 +157,8 @@ def time_cutoff(data: Interactions, quantile: float = TIME_CUTOFF_QUANTILE) -> i
 def as_dataset(data: Interactions, fingerprint: str, name: str = "movielens-100k") -> Dataset:
     """The parsed ratings as a ``Dataset``: type ``rating``, value = stars, seconds -> milliseconds.
 
-    Items carry their genre names as categories (``unknown`` when none); titles are never read.
+    Items carry their genre names as categories (``unknown`` when none); titles are never read. The
+    vocabulary is ``GENRES`` in the dataset's order.
     """
     interactions = InteractionColumns(
         user_ids=data.user_ids,
@@ -170,7 +171,9 @@ def as_dataset(data: Interactions, fingerprint: str, name: str = "movielens-100k
         validate_item({"item_id": item_id, "categories": [GENRES[g] for g in genre_ids]}, now_ms=0)
         for item_id, genre_ids in zip(data.catalog_item_ids, data.catalog_genre_ids, strict=True)
     ]
-    return Dataset(name=name, interactions=interactions, items=items, fingerprint=fingerprint)
+    return Dataset(
+        name=name, interactions=interactions, items=items, fingerprint=fingerprint, vocabulary=GENRES
+    )
 
 
 @dataclass

@@ -86,3 +86,10 @@ def test_adapters_satisfy_the_protocol(tmp_path):
     from dataio.movielens import MovieLensAdapter
 
     assert isinstance(MovieLensAdapter(tmp_path), DataAdapter)
+
+
+def test_a_source_vocabulary_comes_first():
+    items = [CatalogItem("x", ("b", "new"))]
+    data = Dataset("t", InteractionColumns.empty(), items, "f", vocabulary=("a", "b"))
+    assert data.categories == ["a", "b", "new"]
+    assert data.sorted_by_time().vocabulary == ("a", "b")
