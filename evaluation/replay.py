@@ -5,7 +5,9 @@
    leaks into the model.
 2. Deploy the template into moto (in memory) and load the real ingest and recommend handlers
    with the template's environment, MODEL_DIR pointing at that model (infra.local.inprocess).
-3. Ingest every user's pre-cutoff history through the ingest handler (Kinesis-shaped batches).
+3. Ingest every user's pre-cutoff history through the ingest handler (Kinesis-shaped batches). All
+   timestamps are moved forward together so that the newest is a minute old: the service refuses
+   events from before 2000.
 4. Replay every later event in time order. Before each event, ask GET /v1/recommendations (k=10)
    for that user and count a hit if the event's item is in the answer; then ingest the event.
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import boto3
 import numpy as np
 from botocore.exceptions import ClientError
 
@@ -150,16 +153,25 @@ def use_in_memory_state(service: InProcessService) -> None:
     service.replace_user_state_store(UserStateStore(InMemoryStateTable(table_name)))
 
 
-def to_event(data: Interactions, row: int) -> Event:
+def to_event(data: Interactions, row: int, shift_ms: int) -> Event:
+    """The rating as the service's event, its timestamp moved by `shift_ms` (see `run`)."""
     user, item = str(data.user_ids[row]), str(data.item_ids[row])
     return Event(
         user_id=user,
         event_id=f"ml-{user}-{item}",
         item_id=item,
         type="rating",
-        ts=int(data.timestamps[row]) * 1000,
+        ts=int(data.timestamps[row]) * 1000 + shift_ms,
         value=float(data.ratings[row]),
     )
+
+
+def dead_letters(service: InProcessService) -> int:
+    """Records ingest has dead-lettered: any means the replay feeds events the service refuses."""
+    url = service.functions[service.stream_source.function_id].environment["DEAD_LETTER_QUEUE_URL"]
+    name = "ApproximateNumberOfMessages"
+    attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=[name])["Attributes"]
+    return int(attributes[name])
 
 
 def top_items(service: InProcessService, user_id: str) -> list[str]:
@@ -184,6 +196,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.max_events:
         after = after[: args.max_events]
     history = subset(data, np.isin(np.arange(len(data)), before))
+    # The service refuses timestamps before 2000 (a client bug) as poison, so the 1997-98 ratings are
+    # moved forward together, the newest to a minute ago: order and gaps stay as they were.
+    shift_ms = int(time.time() * 1000) - 60_000 - int(data.timestamps.max()) * 1000
     print(
         f"{len(data)} ratings; cutoff {cutoff} ({time.strftime('%Y-%m-%d', time.gmtime(cutoff))}): "
         f"{len(before)} before, {len(after)} replayed after",
@@ -212,7 +227,7 @@ def run(args: argparse.Namespace) -> dict:
         seen: dict[str, set[str]] = {}
         by_user: dict[str, list[Event]] = {}
         for row in before:
-            event = to_event(data, int(row))
+            event = to_event(data, int(row), shift_ms)
             by_user.setdefault(event.user_id, []).append(event)
             seen.setdefault(event.user_id, set()).add(event.item_id)
         for user_id, events in by_user.items():
@@ -221,6 +236,8 @@ def run(args: argparse.Namespace) -> dict:
                 response = service.ingest((e.user_id, e.to_bytes()) for e in chunk)
                 if response.get("batchItemFailures"):
                     raise RuntimeError(f"ingest reported failures for {user_id}: {response}")
+        if dead_letters(service):
+            raise RuntimeError(f"ingest dead-lettered {dead_letters(service)} history events: see the queue")
         print(f"history ingested for {len(by_user)} users in {time.time() - trained_at:.0f} s", flush=True)
 
         replay_users = sorted({str(data.user_ids[row]) for row in after})
@@ -230,7 +247,7 @@ def run(args: argparse.Namespace) -> dict:
         with_history: list[bool] = []
         replay_started = time.time()
         for n, row in enumerate(after, start=1):
-            event = to_event(data, int(row))
+            event = to_event(data, int(row), shift_ms)
             user_seen = seen.setdefault(event.user_id, set())
             popular = [item for item in ranked_popular if item not in user_seen][:K]
             ranks["live"].append(rank_in(top_items(service, event.user_id), event.item_id))
@@ -258,6 +275,7 @@ def run(args: argparse.Namespace) -> dict:
     report = {
         "k": K,
         "time_cutoff": cutoff,
+        "timestamp_shift_ms": shift_ms,
         "events_before_cutoff": len(before),
         "events_replayed": len(after),
         "events_of_users_with_history": int(known.sum()),
