@@ -2,8 +2,9 @@
 
 `deploy` translates the SAM template with samtranslator (as `sam deploy` does), keeps the
 resource types the local stack uses and moto's CloudFormation can create, and calls
-CreateStack: moto makes the table, stream, queue, roles, functions (with their resolved
-environments) and the event source mappings. What it reads back is a `Deployment`.
+CreateStack: moto makes the table, stream, queue, roles and functions (with their resolved
+environments), and resolves the event source mappings' settings into stack outputs. What it
+reads back is a `Deployment`.
 
 What moto does not do, and the local stack does instead: Lambda layers (dropped by moto; the
 runtime puts their sources on the import path), the HTTP API (not created; `http_api.py`), the

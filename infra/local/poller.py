@@ -103,8 +103,6 @@ class KinesisPoller:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._busy: dict[str, bool] = {}
-        self.invocations = 0
-        self.records_discarded = 0
 
     def start(self) -> None:
         shards = self.kinesis.list_shards(StreamName=self.stream_name)["Shards"]
@@ -234,7 +232,6 @@ class KinesisPoller:
     def _invoke(self, shard_id: str, batch: list[dict]) -> _Outcome:
         event = {"Records": [self._event_record(shard_id, r) for r in batch]}
         started = time.perf_counter()
-        self.invocations += 1
         try:
             response = self.function.invoke(event)
         except Exception as exc:
@@ -294,7 +291,6 @@ class KinesisPoller:
     def _discard(
         self, shard_id: str, records: list[dict], condition: str, invokes: int, outcome: _Outcome
     ) -> None:
-        self.records_discarded += len(records)
         log.warning(
             "%s: discarding %d record(s) (%s, %s)", shard_id, len(records), condition, outcome.reason or "-"
         )

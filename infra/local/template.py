@@ -48,12 +48,11 @@ class HttpRoute:
 
 @dataclass(frozen=True)
 class JwtAuthorizerSpec:
-    """A JWT authorizer of an HttpApi: issuer, accepted audiences, where the token comes from."""
+    """A JWT authorizer of an HttpApi: issuer and accepted audiences (token from the Authorization header)."""
 
     name: str
     issuer: Any
     audience: Any
-    identity_source: str = "$request.header.Authorization"
 
 
 @dataclass
@@ -197,7 +196,6 @@ class Template:
                 name=name,
                 issuer=jwt.get("issuer"),
                 audience=jwt.get("audience") or [],
-                identity_source=spec.get("IdentitySource", "$request.header.Authorization"),
             )
         return out
 
