@@ -29,9 +29,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from dataio.movielens import GENRES
 from functions.ingest import app as ingest
 from rtrec.events import Event
-from rtrec.features import GENRES, Catalog
+from rtrec.features import Catalog
 from rtrec.state import UserState, fold
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
@@ -58,7 +59,8 @@ def movielens_events(limit: int) -> tuple[list[Event], Catalog, str]:
     ]
     catalog = Catalog(
         item_ids=list(data.catalog_item_ids),
-        genre_ids=[list(g) for g in data.catalog_genre_ids],
+        category_ids=[list(g) for g in data.catalog_genre_ids],
+        categories=GENRES,
         popularity=[0.0] * len(data.catalog_item_ids),
     )
     return events, catalog, "MovieLens-100k (recbole 1.2.1), first events in time order"
@@ -70,7 +72,8 @@ def synthetic_events(limit: int, seed: int = 7) -> tuple[list[Event], Catalog, s
     items = [str(i) for i in range(1, 1683)]
     catalog = Catalog(
         item_ids=items,
-        genre_ids=[rng.sample(range(len(GENRES)), rng.randint(1, 3)) for _ in items],
+        category_ids=[rng.sample(range(len(GENRES)), rng.randint(1, 3)) for _ in items],
+        categories=GENRES,
         popularity=[0.0] * len(items),
     )
     users = [str(u) for u in range(1, 944)]

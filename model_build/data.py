@@ -20,6 +20,7 @@ from dataio.movielens import (
     load_movielens,
     time_cutoff,
 )
+from dataio.movielens import GENRES as MOVIELENS_GENRES
 from rtrec.features import Catalog, HistoryStep, encode_history
 
 WORK_DIR = Path(__file__).resolve().parent / ".work"
@@ -82,8 +83,9 @@ def build_catalog(data: Interactions, splits: Iterable[UserSplit]) -> Catalog:
     """Item table over every catalogue item; popularity counts training interactions only."""
     catalog = Catalog(
         item_ids=list(data.catalog_item_ids),
-        genre_ids=[list(g) for g in data.catalog_genre_ids],
+        category_ids=[list(g) for g in data.catalog_genre_ids],
         popularity=np.zeros(len(data.catalog_item_ids), dtype=np.float32),
+        categories=MOVIELENS_GENRES,
     )
     counts = np.zeros(len(catalog), dtype=np.float32)
     for split in splits:
@@ -117,7 +119,7 @@ def _genre_distribution(catalog: Catalog, genre_matrix: np.ndarray, indices: lis
 def _encode_many(
     catalog: Catalog, histories: list[list[HistoryStep]], targets: list[list[HistoryStep]], length: int
 ) -> Examples:
-    genre_matrix = catalog.genre_matrix()
+    genre_matrix = catalog.category_matrix()
     items, signals, target_idx, interest, seen, futures = [], [], [], [], [], []
     for history, future in zip(histories, targets, strict=True):
         encoded_items, encoded_signals = encode_history(history[-length:], catalog, length)

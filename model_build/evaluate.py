@@ -71,14 +71,14 @@ def retrieval_ranks(scorer, examples, top_m: int = RETRIEVAL_TOP_M) -> np.ndarra
 
 def interest_accuracy(predicted: np.ndarray, catalog, examples) -> float:
     """Share of users whose top predicted genre is one of the next item's genres."""
-    genre_matrix = catalog.genre_matrix()
+    genre_matrix = catalog.category_matrix()
     top = predicted.argmax(axis=1)
     return float(np.mean(genre_matrix[examples.targets, top] > 0))
 
 
 def history_genre_distribution(catalog, examples) -> np.ndarray:
     """Baseline interests: the genre mix of the user's own history."""
-    genre_matrix = catalog.genre_matrix()
+    genre_matrix = catalog.category_matrix()
     return genre_matrix[examples.items].sum(axis=1)
 
 

@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from rtrec.features import (
-    GENRES,
     INPUT_CANDIDATES,
     INPUT_ITEMS,
     INPUT_SIGNALS,
@@ -94,7 +93,7 @@ class ModelLayers:
         )
         self.item_genres = tf.keras.layers.Embedding(
             num_items + 1,
-            len(GENRES),
+            genre_matrix.shape[1],
             embeddings_initializer=tf.keras.initializers.Constant(genre_matrix),
             trainable=False,
             name="item_genres",
@@ -107,7 +106,7 @@ class ModelLayers:
         self.encoder = tf.keras.layers.LSTM(config.encoder_units, name="encoder")
         self.encoder_dropout = tf.keras.layers.Dropout(config.dropout, name="encoder_dropout")
         self.user_projection = tf.keras.layers.Dense(config.embedding_dim, name=OUTPUT_USER_VECTOR)
-        self.interest_logits = tf.keras.layers.Dense(len(GENRES), name="interest_logits")
+        self.interest_logits = tf.keras.layers.Dense(genre_matrix.shape[1], name="interest_logits")
         self.scoring_head = ScoringHead(self.item_embedding, config.head_units, name=OUTPUT_SCORES)
         self.full_logits = FullLogits(self.item_embedding, name="full_logits")
 

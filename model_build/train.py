@@ -65,7 +65,7 @@ def prepare():
 def build_layers(catalog, config=None):
     from model_build.model import ModelConfig, ModelLayers
 
-    return ModelLayers(len(catalog), catalog.genre_matrix(), config or ModelConfig())
+    return ModelLayers(len(catalog), catalog.category_matrix(), config or ModelConfig())
 
 
 def keras_full_scores(serving_model, examples, num_items: int, batch: int = 64) -> np.ndarray:
@@ -370,8 +370,8 @@ def main(argv: list[str] | None = None) -> None:
             },
             "interests": {
                 "dtype": "float32",
-                "shape": [1, 19],
-                "meaning": "softmax over rtrec.features.GENRES",
+                "shape": [1, len(catalog.categories)],
+                "meaning": "softmax over the categories of items.json",
             },
             "user_vector": {
                 "dtype": "float32",

@@ -33,7 +33,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from rtrec.catalog import MAX_CATEGORY_LENGTH, MAX_FILTER_LENGTH, InvalidFilter, ItemFilter, parse_filter
 from rtrec.events import MAX_ID_LENGTH, InvalidEvent, check_text
-from rtrec.features import GENRES
 from rtrec.http import (
     NO_STORE,
     RequestError,
@@ -69,7 +68,6 @@ MAX_GENRE_PARAMETER = 400
 MAX_EXCLUDE_PARAMETER = MAX_LIST_ITEMS * (MAX_ID_LENGTH + 1)
 MAX_CATEGORY_PARAMETER = 2000
 MAX_RANK_BODY_BYTES = 64 * 1024
-_GENRE_BY_LOWER = {genre.lower(): genre for genre in GENRES}
 
 logger = Logger()
 tracer = Tracer()
@@ -101,16 +99,21 @@ recommender = Recommender.from_model_dir(
 
 
 def follow_catalog(table_name: str | None) -> LiveCatalog | None:
-    """The catalog table's live view over the model's items (read whole once, then its change feed)."""
+    """The catalog table's live view over the model's items (read whole on first use, then its changes)."""
     if not table_name or recommender.catalog is None:
         return None
     source = CatalogStore(aws_client("dynamodb", settings.dynamodb), table_name)
-    live = LiveCatalog(recommender.catalog, source, refresh_s=settings.catalog_refresh_s)
-    live.maybe_refresh()
-    return live
+    # The first request reads the feed whole (a snapshot restored later must not serve init's view).
+    return LiveCatalog(recommender.catalog, source, refresh_s=settings.catalog_refresh_s)
 
 
-recommender.live = follow_catalog(settings.catalog_table)
+recommender.live = follow_catalog(settings.catalog_table) or (
+    LiveCatalog(recommender.catalog) if recommender.catalog is not None else None
+)
+# The model's category names by their lower case: `genre` matches them in any case.
+_CATEGORY_BY_LOWER = {
+    name.lower(): name for name in (recommender.catalog.categories if recommender.catalog else ())
+}
 
 
 @register_after_restore
@@ -151,7 +154,7 @@ def get_recommendations():
     )
     k = _parse_k(parameters.get("k"))
     genres = _parse_genres(parameters.get("genre"))
-    item_filter = _item_filter(parameters.get("category"), parameters.get("filter"))
+    item_filter = _item_filter(parameters.get("category"), parameters.get("filter"), genres)
     excluded = id_list("exclude", parameters.get("exclude"), MAX_ID_LENGTH)
     recommendation_id = _new_recommendation_id()
     rng = np.random.default_rng(uuid.UUID(recommendation_id).int)
@@ -329,20 +332,9 @@ def _rank_request_item_ids() -> list[str]:
 
 
 def _parse_genres(raw: str | None) -> list[str]:
-    """Comma-separated genre names, any case; blank pieces are skipped (see `schemas.GENRE_PATTERN`)."""
-    genres = []
-    for value in (raw or "").split(","):
-        if not value.strip():
-            continue
-        genre = _GENRE_BY_LOWER.get(value.strip().lower())
-        if genre is None:
-            raise RequestError(
-                400,
-                "invalid request",
-                [f"query.genre: unknown genre {value.strip()[:40]!r}; known genres: {', '.join(GENRES)}"],
-            )
-        genres.append(genre)
-    return list(dict.fromkeys(genres))
+    """`genre`, the older name of `category`: the model's categories in any case (others match nothing)."""
+    names = [value.strip() for value in id_list("genre", raw, MAX_CATEGORY_LENGTH)]
+    return list(dict.fromkeys(_CATEGORY_BY_LOWER.get(name.lower(), name) for name in names))
 
 
 def _read_state(user_id: str) -> tuple[Any, bool]:
@@ -411,13 +403,14 @@ def _items(picks: Sequence[Pick]) -> list[dict[str, Any]]:
     ]
 
 
-def _item_filter(categories: str | None, expression: str | None) -> ItemFilter:
-    """The request's category list (any of) and attribute predicates (all of)."""
+def _item_filter(categories: str | None, expression: str | None, genres: Sequence[str] = ()) -> ItemFilter:
+    """The request's categories (any of; `genre` is an alias) and attribute predicates (all of)."""
     try:
         predicates = parse_filter(expression)
     except InvalidFilter as error:
         raise RequestError(400, "invalid request", [f"query.filter: {error}"]) from None
-    return ItemFilter(frozenset(id_list("category", categories, MAX_CATEGORY_LENGTH)), predicates)
+    names = frozenset(id_list("category", categories, MAX_CATEGORY_LENGTH)) | frozenset(genres)
+    return ItemFilter(names, predicates)
 
 
 def _follow_catalog() -> None:

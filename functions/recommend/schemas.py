@@ -9,7 +9,6 @@ valid under them are accepted.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
@@ -30,16 +29,14 @@ from rtrec.events import (
     MAX_EVENTS_PER_REQUEST,
     MAX_ID_LENGTH,
 )
-from rtrec.features import EVENT_TYPES, GENRES
+from rtrec.features import EVENT_TYPES
 from rtrec.http import id_list_pattern
 from rtrec.ranking import REASONS
 
 # What rtrec.events.check_text accepts: no control characters, not blank.
 IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=IDENTIFIER_PATTERN)]
-# What the handler's genre parser accepts: known genres in any case, comma-separated, blanks skipped.
-_GENRE_NAME = "|".join(re.escape(genre) for genre in GENRES)
-GENRE_PATTERN = rf"(?i)^\s*(?:{_GENRE_NAME})?\s*(?:,\s*(?:{_GENRE_NAME})?\s*)*$"
+
 Reason = Literal[REASONS]  # type: ignore[valid-type]
 
 
@@ -158,8 +155,8 @@ def get_recommendations(
         str | None,
         Query(
             max_length=MAX_GENRE_PARAMETER,
-            pattern=GENRE_PATTERN,
-            description="Alias of `category` for MovieLens genres (any case), e.g. Action,Drama.",
+            pattern=id_list_pattern(MAX_CATEGORY_LENGTH),
+            description="The older name of `category`; matches the model's category names in any case.",
         ),
     ] = None,
     category: Annotated[

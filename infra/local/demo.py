@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from infra.local.stack import REPO_ROOT, LocalStack, configure_logging
 from dataio import movielens as data_module
-from rtrec.features import GENRES, Catalog
+from dataio.movielens import GENRES
+from infra.local.stack import REPO_ROOT, LocalStack, configure_logging
+from rtrec.features import Catalog
 
 MODEL_DIR = REPO_ROOT / "layers" / "model" / "model"
 BURST_SIZE = 8

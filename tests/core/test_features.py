@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from dataio.movielens import GENRES
 from rtrec.features import (
     EVENT_TYPES,
-    GENRES,
     NUM_SIGNALS,
     PAD_INDEX,
     SEQUENCE_LENGTH,
@@ -22,7 +22,9 @@ from rtrec.features import (
 
 @pytest.fixture
 def catalog() -> Catalog:
-    return Catalog(item_ids=["a", "b", "c"], genre_ids=[[1, 5], [8], []], popularity=[3, 2, 1])
+    return Catalog(
+        item_ids=["a", "b", "c"], categories=GENRES, category_ids=[[1, 5], [8], []], popularity=[3, 2, 1]
+    )
 
 
 def test_every_event_type_maps_to_a_trained_signal():
@@ -60,15 +62,21 @@ def test_empty_history_is_all_padding(catalog):
 def test_catalog_round_trip_and_genre_matrix(catalog, tmp_path):
     (tmp_path / "items.json").write_text(json.dumps(catalog.to_json()))
     loaded = Catalog.load(tmp_path)
-    assert loaded.item_ids == catalog.item_ids and loaded.genre_ids == catalog.genre_ids
+    assert loaded.item_ids == catalog.item_ids and loaded.category_ids == catalog.category_ids
+    assert loaded.categories == catalog.categories
     assert loaded.index_of("b") == 2 and loaded.index_of("nope") == PAD_INDEX and loaded.item_at(3) == "c"
-    assert loaded.genres_of("a") == [GENRES[1], GENRES[5]]
-    matrix = loaded.genre_matrix()
+    assert loaded.categories_of("a") == [GENRES[1], GENRES[5]]
+    matrix = loaded.category_matrix()
     assert matrix.shape == (4, len(GENRES)) and not matrix[0].any() and matrix[2, 8] == 1.0
 
 
-def test_catalog_with_another_genre_vocabulary_is_refused(catalog):
-    data = catalog.to_json()
-    data["genres"] = data["genres"][::-1]
+def test_any_vocabulary_round_trips_and_old_artifacts_still_load(tmp_path):
+    shop = Catalog(["sku-1", "sku-2"], [[0, 2], [1]], np.ones(2), ("Tents", "Stoves", "Sale"))
+    assert Catalog.from_json(json.loads(json.dumps(shop.to_json()))).categories_of("sku-1") == [
+        "Tents",
+        "Sale",
+    ]
+    old = {"genres": ["x", "y"], "item_ids": ["a"], "genre_ids": [[1]], "popularity": [1.0]}
+    assert Catalog.from_json(old).categories_of("a") == ["y"]
     with pytest.raises(ValueError):
-        Catalog.from_json(data)
+        Catalog(["a"], [[5]], np.ones(1), ("only-one",))

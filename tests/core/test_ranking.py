@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataio.movielens import GENRE_INDEX, GENRES
 from rtrec import ranking
-from rtrec.features import GENRE_INDEX, GENRES
 from rtrec.ranking import Pick, RankingRules
 
 ACTION, COMEDY, DRAMA = GENRE_INDEX["Action"], GENRE_INDEX["Comedy"], GENRE_INDEX["Drama"]

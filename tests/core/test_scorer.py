@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtrec.features import GENRES, PAD_INDEX, HistoryStep, encode_history
+from dataio.movielens import GENRES
+from rtrec.features import PAD_INDEX, HistoryStep, encode_history
 from rtrec.scorer import ModelUnavailable, Scorer
 
 MODEL_DIR = Path(os.environ["MODEL_DIR"])

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataio.movielens import GENRES
 from rtrec.events import Event
 from rtrec.features import EVENT_TYPES, Catalog, HistoryStep
 from rtrec.state import (
@@ -27,7 +28,8 @@ from rtrec.stores.user_state import UserStateStore, VersionConflict
 NOW = 1_760_000_000_000
 CATALOG = Catalog(
     item_ids=["1", "2", "3", "4"],
-    genre_ids=[[1], [5], [1, 15], [8]],  # Action; Comedy; Action+Sci-Fi; Drama
+    categories=GENRES,
+    category_ids=[[1], [5], [1, 15], [8]],  # Action; Comedy; Action+Sci-Fi; Drama
     popularity=[10, 5, 3, 1],
 )
 

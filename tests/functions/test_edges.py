@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
+from dataio.movielens import GENRES
 from functions.collect import app as collect_app
 from functions.ingest import app as ingest_app
 from functions.recommend import app as recommend_app
@@ -38,7 +39,12 @@ from tests.builders import FakeContext, event_record, http_event, kinesis_record
 
 NOW = 1_795_809_610_000
 YEAR_MS = 365 * 24 * 3600 * 1000
-CATALOG = Catalog(item_ids=["1", "50", "181"], genre_ids=[[3, 4], [1, 2], [1, 14]], popularity=[1, 2, 3])
+CATALOG = Catalog(
+    item_ids=["1", "50", "181"],
+    categories=GENRES,
+    category_ids=[[3, 4], [1, 2], [1, 14]],
+    popularity=[1, 2, 3],
+)
 
 
 def now_ms() -> int:
@@ -324,7 +330,10 @@ def test_redelivery_after_more_than_200_newer_events_still_counts_once(ingest):
 
 def test_no_seen_item_comes_back_whatever_the_history_length():
     catalog = Catalog(
-        item_ids=[str(i) for i in range(2000)], genre_ids=[[1]] * 2000, popularity=np.arange(2000, 0, -1)
+        item_ids=[str(i) for i in range(2000)],
+        categories=GENRES,
+        category_ids=[[1]] * 2000,
+        popularity=np.arange(2000, 0, -1),
     )
     seen = [str(i) for i in range(1200)]  # the 1,200 most popular, more than the old 500 limit
     state = fold(

@@ -9,6 +9,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from dataio.movielens import GENRES
 from functions.ingest import app as ingest
 from rtrec.features import Catalog
 from rtrec.ingest import BatchIngestor, kinesis_records
@@ -21,7 +22,10 @@ from tests.builders import EVENTS_DIR, FakeContext, event_record, fixture, kines
 BATCH = fixture("kinesis-batch.json")
 NOW = 1_795_809_610_000
 CATALOG = Catalog(
-    item_ids=["1", "50", "181"], genre_ids=[[3, 4, 5], [1, 2, 15], [1, 2, 14]], popularity=[1, 2, 3]
+    item_ids=["1", "50", "181"],
+    categories=GENRES,
+    category_ids=[[3, 4, 5], [1, 2, 15], [1, 2, 14]],
+    popularity=[1, 2, 3],
 )
 
 
@@ -250,7 +254,7 @@ def test_empty_batch_is_a_success(env):
 def test_catalog_is_read_from_the_model_dir(tmp_path):
     assert ingest.load_catalog(str(tmp_path)) is None
     (tmp_path / "items.json").write_text(json.dumps(CATALOG.to_json()))
-    assert ingest.load_catalog(str(tmp_path)).genres_of("50") == ["Action", "Adventure", "Sci-Fi"]
+    assert ingest.load_catalog(str(tmp_path)).categories_of("50") == ["Action", "Adventure", "Sci-Fi"]
 
 
 def test_what_collect_writes_is_what_ingest_applies(env, monkeypatch):

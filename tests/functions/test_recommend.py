@@ -20,9 +20,9 @@ import boto3
 import numpy as np
 import pytest
 
+from dataio.movielens import GENRES
 from functions.ingest import app as ingest_app
 from functions.recommend import app as recommend_app
-from rtrec.features import GENRES
 from rtrec.ingest import BatchIngestor
 from rtrec.recommender import Recommender
 from rtrec.settings import RecommendSettings
@@ -111,7 +111,7 @@ def item_ids(answer: Answer) -> list[str]:
 
 def items_of_genre(genre: str, count: int) -> list[str]:
     catalog = recommend_app.recommender.catalog
-    return [i for i in catalog.item_ids if genre in catalog.genres_of(i)][:count]
+    return [i for i in catalog.item_ids if genre in catalog.categories_of(i)][:count]
 
 
 def test_ingested_events_change_the_very_next_answer_and_remove_seen_items(api, ingest_events):
@@ -231,10 +231,12 @@ def test_genre_filter_accepts_known_genres_case_insensitively(api):
         assert {"Sci-Fi", "Western"} & set(item["categories"]), item
 
 
-def test_an_unknown_genre_is_a_400_listing_the_known_ones(api):
-    answer = api("GET", "/v1/recommendations", query={"genre": "Action,Telenovela"})
-    assert answer.status == 400
-    assert "Telenovela" in text(answer) and "Film-Noir" in text(answer)
+def test_genre_is_an_alias_of_category_in_any_case_and_unknown_names_match_nothing(api):
+    answer = api("GET", "/v1/recommendations", query={"genre": "action,Telenovela"})
+    assert answer.status == 200 and answer.body["items"]
+    assert all("Action" in item["categories"] for item in answer.body["items"])
+    nothing = api("GET", "/v1/recommendations", query={"category": "Telenovela"})
+    assert nothing.status == 200 and nothing.body["items"] == []
 
 
 @pytest.mark.parametrize(

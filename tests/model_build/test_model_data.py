@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dataio import movielens
+from dataio.movielens import GENRE_INDEX
 from model_build import data as data_module
-from rtrec.features import GENRE_INDEX
 
 
 def test_loader_reads_ratings_and_genres(tiny):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dataio.movielens import GENRES
 from rtrec.features import SEQUENCE_LENGTH, Catalog
 
 tf = pytest.importorskip("tensorflow")
@@ -62,11 +63,12 @@ def tiny_artifact(tmp_path_factory):
     tf.keras.utils.set_random_seed(7)
     catalog = Catalog(
         item_ids=[str(100 + i) for i in range(NUM_ITEMS)],
-        genre_ids=[[i % 19] for i in range(NUM_ITEMS)],
+        categories=GENRES,
+        category_ids=[[i % 19] for i in range(NUM_ITEMS)],
         popularity=np.arange(NUM_ITEMS, dtype=np.float32),
     )
     config = ModelConfig(embedding_dim=8, signal_dim=2, genre_dim=3, encoder_units=8, head_units=4)
-    layers = ModelLayers(NUM_ITEMS, catalog.genre_matrix(), config)
+    layers = ModelLayers(NUM_ITEMS, catalog.category_matrix(), config)
     keras_model = build_serving_model(layers)
     export_model = build_serving_model(layers, batch_size=1)
     model_dir = tmp_path_factory.mktemp("tiny-model")
@@ -112,7 +114,9 @@ def test_tiny_model_matches_keras(tiny_artifact, module):
 def test_artifact_version_depends_on_content_only():
     from model_build.export import artifact_version
 
-    catalog = Catalog(item_ids=["a", "b"], genre_ids=[[0], [1]], popularity=np.ones(2, np.float32))
+    catalog = Catalog(
+        item_ids=["a", "b"], categories=GENRES, category_ids=[[0], [1]], popularity=np.ones(2, np.float32)
+    )
     embeddings = np.arange(12, dtype=np.float32).reshape(3, 4)
     version = artifact_version(b"model", catalog, embeddings, "dynamic_range")
     assert version == artifact_version(b"model", catalog, embeddings.copy(), "dynamic_range")

@@ -62,8 +62,9 @@ def test_training_batches_mask_seen_items_and_spread_the_target_over_the_next_it
 
 
 def test_training_model_gives_seen_items_no_chance_in_either_loss():
+    from dataio.movielens import GENRES
     from model_build.model import ModelConfig, ModelLayers, build_training_model
-    from rtrec.features import GENRES, SEQUENCE_LENGTH
+    from rtrec.features import SEQUENCE_LENGTH
 
     num_items, num_sampled = 6, 4
     config = ModelConfig(embedding_dim=4, signal_dim=2, genre_dim=2, encoder_units=4, head_units=2)

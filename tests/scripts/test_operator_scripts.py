@@ -8,6 +8,7 @@ from pathlib import Path
 
 import boto3
 
+from dataio.movielens import GENRES
 from rtrec.features import Catalog
 from rtrec.ingest import BatchIngestor
 from rtrec.stores.catalog import CatalogStore
@@ -50,7 +51,12 @@ def test_the_catalog_import_writes_every_valid_item(catalog_table, tmp_path):
 
 def test_a_backfill_of_years_of_history_goes_through_the_fold_once(user_state_table, tmp_path):
     write_dataset(tmp_path)
-    catalog = Catalog(item_ids=[f"i{n}" for n in range(6)], genre_ids=[[1], [2]] * 3, popularity=[1] * 6)
+    catalog = Catalog(
+        item_ids=[f"i{n}" for n in range(6)],
+        categories=GENRES,
+        category_ids=[[1], [2]] * 3,
+        popularity=[1] * 6,
+    )
     ingestor = BatchIngestor(
         UserStateStore.from_client(boto3.client("dynamodb"), user_state_table.name),
         backfill._NoDeadLetters(),

@@ -18,32 +18,6 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-# MovieLens-100k genre vocabulary, in the dataset's own order. The interest head
-# predicts a distribution over exactly these, and the state fold keys its
-# decayed interest scores by these names.
-GENRES: tuple[str, ...] = (
-    "unknown",
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-)
-GENRE_INDEX: dict[str, int] = {name: i for i, name in enumerate(GENRES)}
-
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating", "skip")
 
 # Length of the history the model sees (most recent last, left-padded).
@@ -94,22 +68,35 @@ class HistoryStep:
 
 @dataclass
 class Catalog:
-    """The item table written by the model build: ids, genres and popularity.
+    """The item table written by the model build: ids, categories and popularity.
 
-    Item index 0 is padding; known items have indices 1..len(item_ids).
+    Item index 0 is padding; known items have indices 1..len(item_ids). ``categories`` is the
+    vocabulary the model was trained with (from the data: any names, any number); an item's
+    ``category_ids`` index into it, and the interest head predicts a distribution over it.
     """
 
     item_ids: list[str]
-    genre_ids: list[list[int]]
+    category_ids: list[list[int]]
     popularity: NDArray[np.float32]
+    categories: tuple[str, ...]
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._index = {item_id: i + 1 for i, item_id in enumerate(self.item_ids)}
         self.popularity = np.asarray(self.popularity, dtype=np.float32)
+        self.categories = tuple(self.categories)
+        if len(self.category_ids) != len(self.item_ids):
+            raise ValueError("category_ids must be parallel to item_ids")
+        if any(c < 0 or c >= len(self.categories) for ids in self.category_ids for c in ids):
+            raise ValueError("a category id is outside the vocabulary")
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def category_index(self) -> dict[str, int]:
+        """Category name -> its position in the vocabulary."""
+        return {name: i for i, name in enumerate(self.categories)}
 
     def index_of(self, item_id: str) -> int:
         """Model index of an item, or PAD_INDEX when the model does not know it."""
@@ -119,37 +106,39 @@ class Catalog:
         """Item id of a model index (1-based)."""
         return self.item_ids[index - 1]
 
-    def genres_of(self, item_id: str) -> list[str]:
-        """Genre names of an item; empty for an unknown item."""
+    def categories_of(self, item_id: str) -> list[str]:
+        """Category names of an item; empty for an unknown item."""
         index = self.index_of(item_id)
         if index == PAD_INDEX:
             return []
-        return [GENRES[g] for g in self.genre_ids[index - 1]]
+        return [self.categories[c] for c in self.category_ids[index - 1]]
 
-    def genre_matrix(self) -> NDArray[np.float32]:
-        """Multi-hot genres, shape (len(catalog) + 1, len(GENRES)); row 0 is padding."""
-        matrix = np.zeros((len(self) + 1, len(GENRES)), dtype=np.float32)
-        for row, genres in enumerate(self.genre_ids, start=1):
-            matrix[row, genres] = 1.0
+    def category_matrix(self) -> NDArray[np.float32]:
+        """Multi-hot categories, shape (len(catalog) + 1, len(categories)); row 0 is padding."""
+        matrix = np.zeros((len(self) + 1, len(self.categories)), dtype=np.float32)
+        for row, ids in enumerate(self.category_ids, start=1):
+            matrix[row, ids] = 1.0
         return matrix
 
     def to_json(self) -> dict[str, Any]:
         """The serialised form stored as items.json in the model artifact."""
         return {
-            "genres": list(GENRES),
+            "categories": list(self.categories),
             "item_ids": self.item_ids,
-            "genre_ids": self.genre_ids,
+            "category_ids": self.category_ids,
             "popularity": [float(p) for p in self.popularity],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Catalog:
-        if list(data["genres"]) != list(GENRES):
-            raise ValueError("catalog genre vocabulary does not match rtrec.features.GENRES")
+        """Read items.json; artifacts built before categories were data name them genres."""
+        vocabulary = data["categories"] if "categories" in data else data["genres"]
+        ids = data["category_ids"] if "category_ids" in data else data["genre_ids"]
         return cls(
             item_ids=[str(i) for i in data["item_ids"]],
-            genre_ids=[list(g) for g in data["genre_ids"]],
+            category_ids=[[int(c) for c in g] for g in ids],
             popularity=np.asarray(data["popularity"], dtype=np.float32),
+            categories=tuple(str(c) for c in vocabulary),
         )
 
     @classmethod

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rtrec.catalog import CatalogColumns, CatalogItem, ItemFilter
-from rtrec.features import GENRES, Catalog
+from rtrec.features import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +165,13 @@ class LiveCatalog:
             if overlay is not None:
                 model_items.append(overlay)
             else:
-                categories = tuple(GENRES[g] for g in self.model.genre_ids[index - 1])
+                categories = tuple(self.model.categories[c] for c in self.model.category_ids[index - 1])
                 model_items.append(CatalogItem(item_id, categories, available=item_id not in self._deleted))
         known = set(self.model.item_ids)
         self._new_ids = sorted(i for i in self._overlay if i not in known)
         self._new_index = {item_id: self.model_size + 1 + n for n, item_id in enumerate(self._new_ids)}
         self._items = model_items + [self._overlay[i] for i in self._new_ids]
-        vocabulary = list(dict.fromkeys([*GENRES, *(c for item in self._items for c in item.categories)]))
+        vocabulary = list(
+            dict.fromkeys([*self.model.categories, *(c for item in self._items for c in item.categories)])
+        )
         self._columns = CatalogColumns(self._items, vocabulary)

@@ -80,7 +80,7 @@ def allowed_mask(
 
     Index 0 (padding) and every blocked index are False; with a genre filter, only items
     carrying at least one of the genres stay True. `genre_matrix` is the catalog's
-    multi-hot (num_items + 1, len(GENRES)) matrix.
+    multi-hot (num_items + 1, number of categories) matrix.
     """
     mask = np.ones(num_items + 1, dtype=bool)
     mask[0] = False
@@ -189,7 +189,7 @@ def popular(
 ) -> list[Pick]:
     """The most popular allowed items, diversified like model picks; score = popularity / max.
 
-    With `genre_weights` (a distribution over GENRES, e.g. a user's decayed interests) and the
+    With `genre_weights` (a distribution over the categories, e.g. a user's decayed interests) and the
     catalog's `genre_matrix`, popularity is boosted toward the user's genres, which is how a
     user whose items the model does not know still gets a personal answer.
     `popularity[i]` belongs to catalog index i + 1.

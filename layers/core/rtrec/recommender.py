@@ -17,7 +17,7 @@ import numpy as np
 
 from rtrec import ranking
 from rtrec.catalog import ItemFilter
-from rtrec.features import GENRE_INDEX, GENRES, PAD_INDEX, Catalog, HistoryStep, encode_history
+from rtrec.features import PAD_INDEX, Catalog, HistoryStep, encode_history
 from rtrec.ranking import Pick, RankingRules
 from rtrec.state import item_key
 
@@ -100,11 +100,14 @@ class Recommender:
         self.load_error = load_error
         self.live = live
         if catalog is not None:
-            # Genre names per catalog index (0 = padding), built once: every answer lists them.
-            self.item_genres: list[list[str]] = [[]] + [[GENRES[g] for g in ids] for ids in catalog.genre_ids]
-            self._genre_matrix = catalog.genre_matrix()
+            # Category names per catalog index (0 = padding), built once: every answer lists them.
+            names = catalog.categories
+            self.item_genres: list[list[str]] = [[]] + [
+                [names[c] for c in ids] for ids in catalog.category_ids
+            ]
+            self._genre_matrix = catalog.category_matrix()
             self._genre_mask = self._genre_matrix.astype(bool)
-            self._genre_prior = _normalise(catalog.popularity @ self._genre_matrix[1:])
+            self._genre_prior = _normalise(catalog.popularity @ self._genre_matrix[1:], len(names))
             # The seen set holds item keys, not model indices, so it survives a new model version.
             self._item_keys = np.concatenate(
                 [np.zeros(1, dtype="<u4"), np.fromiter((item_key(i) for i in catalog.item_ids), dtype="<u4")]
@@ -191,7 +194,8 @@ class Recommender:
         if self.catalog is None:
             return Outcome(source=SOURCE_POPULAR, degraded=True, failure=self.load_error)
         catalog = self.catalog
-        genre_ids = frozenset(GENRE_INDEX[g] for g in filter_genres)
+        vocabulary = catalog.category_index
+        genre_ids = frozenset(vocabulary[g] for g in filter_genres if g in vocabulary)
         rules = RankingRules(
             k=k,
             genre_cap_share=self.config.genre_cap_share,
@@ -237,7 +241,7 @@ class Recommender:
                 f"model call failed: {type(error).__name__}: {error}",
             )
         keep = mask[indices]  # the contract promises this already; the rules must hold regardless
-        picks = ranking.rank_candidates(indices[keep], scores[keep], catalog.genre_ids, rules, rng)
+        picks = ranking.rank_candidates(indices[keep], scores[keep], catalog.category_ids, rules, rng)
         if len(picks) < k:
             remaining = mask.copy()
             remaining[[p.index for p in picks]] = False
@@ -345,28 +349,36 @@ class Recommender:
         return Outcome(picks, source, failure is not None, failure, unknown_item_ids=unknown)
 
     def interests(self, state: StateLike | None) -> Outcome:
-        """The user's predicted interest distribution over GENRES (sums to 1)."""
+        """The user's predicted interest distribution over the model's categories (sums to 1)."""
         if self.catalog is None:
-            uniform = {g: 1.0 / len(GENRES) for g in GENRES}
-            return Outcome(source=SOURCE_POPULAR, degraded=True, failure=self.load_error, interests=uniform)
+            return Outcome(source=SOURCE_POPULAR, degraded=True, failure=self.load_error, interests={})
+        names = self.catalog.categories
         items, signals = encode_history(state.history() if state is not None else [], self.catalog)
         failure = None
         if self.scorer is None:
             failure = self.load_error
         elif items.any():
             try:
-                distribution = _normalise(np.asarray(self.scorer.interests(items, signals), dtype=np.float64))
-                return Outcome(source=SOURCE_MODEL, interests=_by_genre(distribution))
+                scores = np.asarray(self.scorer.interests(items, signals), dtype=np.float64)
+                if scores.shape != (len(names),):
+                    raise ValueError("the interest head does not match the catalog's categories")
+                return Outcome(source=SOURCE_MODEL, interests=_by_name(names, _normalise(scores, len(names))))
             except Exception as error:
                 failure = f"model call failed: {type(error).__name__}: {error}"
         degraded = failure is not None
-        state_weights = _state_interests(state)
+        state_weights = _state_interests(state, self.catalog)
         if state_weights is not None:
             return Outcome(
-                source=SOURCE_STATE, degraded=degraded, failure=failure, interests=_by_genre(state_weights)
+                source=SOURCE_STATE,
+                degraded=degraded,
+                failure=failure,
+                interests=_by_name(names, state_weights),
             )
         return Outcome(
-            source=SOURCE_POPULAR, degraded=degraded, failure=failure, interests=_by_genre(self._genre_prior)
+            source=SOURCE_POPULAR,
+            degraded=degraded,
+            failure=failure,
+            interests=_by_name(names, self._genre_prior),
         )
 
     def _popular(
@@ -376,10 +388,10 @@ class Recommender:
         return ranking.popular(
             self.catalog.popularity,
             mask,
-            self.catalog.genre_ids,
+            self.catalog.category_ids,
             rules,
             reason=reason,
-            genre_weights=_state_interests(state),
+            genre_weights=_state_interests(state, self.catalog),
             genre_matrix=self._genre_matrix,
         )
 
@@ -391,26 +403,30 @@ def _ids(history: Iterable[HistoryStep]) -> list[str]:
     return [step.item_id for step in history]
 
 
-def _normalise(values: NDArray[Any]) -> NDArray[Any]:
+def _normalise(values: NDArray[Any], size: int) -> NDArray[Any]:
     values = np.clip(np.asarray(values, dtype=np.float64), 0.0, None)
     total = float(values.sum())
     if total <= 0.0:
-        return np.full(len(GENRES), 1.0 / len(GENRES))
+        return np.full(size, 1.0 / max(1, size))
     return values / total
 
 
-def _by_genre(distribution: NDArray[Any]) -> dict[str, float]:
-    return {genre: round(float(p), 6) for genre, p in zip(GENRES, distribution, strict=True)}
+def _by_name(names: Sequence[str], distribution: NDArray[Any]) -> dict[str, float]:
+    return {name: round(float(p), 6) for name, p in zip(names, distribution, strict=True)}
 
 
-def _state_interests(state: StateLike | None) -> NDArray[Any] | None:
-    """The state's decayed genre scores as a distribution (all share one decay factor, so no re-decay)."""
+def _state_interests(state: StateLike | None, catalog: Catalog) -> NDArray[Any] | None:
+    """The state's decayed category scores as a distribution over the catalog's vocabulary.
+
+    All scores share one decay factor, so no re-decay; categories the model does not know are left out.
+    """
     if state is None or not state.interests:
         return None
-    weights = np.zeros(len(GENRES), dtype=np.float64)
-    for genre, score in state.interests.items():
-        if genre in GENRE_INDEX:
-            weights[GENRE_INDEX[genre]] = max(0.0, float(score))
+    index = catalog.category_index
+    weights = np.zeros(len(catalog.categories), dtype=np.float64)
+    for name, score in state.interests.items():
+        if name in index:
+            weights[index[name]] = max(0.0, float(score))
     if weights.sum() <= 0.0:
         return None
     distribution: NDArray[np.float64] = weights / weights.sum()

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rtrec.features import (
-    GENRES,
     INPUT_CANDIDATES,
     INPUT_ITEMS,
     INPUT_SIGNALS,
@@ -179,12 +178,12 @@ class Scorer:
         return np.zeros(self._shortlist.num_candidates, dtype=np.int32)
 
     def interests(self, items: NDArray[Any], signals: NDArray[Any]) -> NDArray[np.float32]:
-        """Predicted interest distribution over GENRES, float32[19], summing to 1."""
+        """Predicted interest distribution over the catalog's categories, float32[C], summing to 1."""
         items, signals = self._check_history(items, signals)
         out = self._shortlist.run(items, signals, self._no_candidates())[OUTPUT_INTERESTS].astype(np.float32)
         out = np.clip(out, 0.0, None)
         total = float(out.sum())
-        if out.shape != (len(GENRES),) or total <= 0:
+        if out.shape != (len(self.catalog.categories),) or total <= 0:
             raise ModelUnavailable("interest output is malformed")
         return (out / total).astype(np.float32)
 

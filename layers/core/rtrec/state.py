@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rtrec.events import Event
-from rtrec.features import GENRES, SEQUENCE_LENGTH, Catalog, HistoryStep
+from rtrec.features import SEQUENCE_LENGTH, Catalog, HistoryStep
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -382,7 +382,7 @@ def _add_interests(state: UserState, events: list[Event], catalog: Catalog | Non
         return
     for event in events:
         weight = event_weight(event.type, event.value)
-        genres = catalog.genres_of(event.item_id) if weight else []
+        genres = catalog.categories_of(event.item_id) if weight else []
         share = weight / len(genres) * decay_factor(newest - event.ts) if genres else 0.0
         if share < SCORE_FLOOR:
             continue
@@ -390,7 +390,7 @@ def _add_interests(state: UserState, events: list[Event], catalog: Catalog | Non
             state.interests[genre] = state.interests.get(genre, 0.0) + share
 
 
-def interest_vector(state: UserState, now_ms: int) -> list[float]:
-    """Decayed interests in GENRES order (0 for genres never seen)."""
+def interest_vector(state: UserState, now_ms: int, categories: Sequence[str]) -> list[float]:
+    """Decayed interests in the order of ``categories`` (0 for categories never seen)."""
     scores = state.interests_as_of(now_ms)
-    return [scores.get(genre, 0.0) for genre in GENRES]
+    return [scores.get(name, 0.0) for name in categories]
