@@ -53,6 +53,9 @@ venv: $(STAMP)
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# Types: strict on the core, checked on the handlers; one direction of imports between packages.
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/sam validate --lint --template template.yaml
 
 test: lint
