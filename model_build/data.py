@@ -1,43 +1,68 @@
-"""Splits and training examples from interactions (MovieLens-100k through ``dataio.movielens``).
+"""Splits and training examples from any dataset read through ``dataio`` (``dataio.adapter_for(spec)``).
 
-Splits are leave-one-out in time order per user (last = test, second last =
-validation, rest = train), sorted stably so that the file order breaks ties
-between interactions that share a timestamp.
+Every interaction is one history step ``HistoryStep(item_id, type, value)``, encoded by
+``rtrec.features.encode_history`` (so its signal is ``rtrec.features.signal_index(type, value)``), exactly
+as the serving path encodes a user's recent events.
+
+Targets are *new* items: the first interaction of a user with an item. The API never recommends an item
+the user has already interacted with, so a repeat (a click after the view of the same item, a purchase
+after the add-to-cart) is history, never something to predict. Splits are leave-one-out over a user's new
+items in time order: the last new item = test, the second last = validation, every interaction before
+the validation one = train; a stable sort lets the source order break ties between interactions that
+share a timestamp. In a dataset without repeats (MovieLens: one rating per user and movie) every
+interaction is a new item, and this is the plain leave-one-out of the last two interactions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dataio.movielens import (
-    DATASET_PREFIX,
-    WHEEL_REQUIREMENT,
-    Interactions,
-    load_movielens,
-    time_cutoff,
-)
-from dataio.movielens import GENRES as MOVIELENS_GENRES
 from rtrec.features import Catalog, HistoryStep, encode_history
 
-WORK_DIR = Path(__file__).resolve().parent / ".work"
+if TYPE_CHECKING:
+    from dataio.dataset import Dataset
 
-__all__ = [
-    "DATASET_PREFIX",
-    "WHEEL_REQUIREMENT",
-    "WORK_DIR",
-    "Interactions",
-    "load_movielens",
-    "time_cutoff",
-]
+WORK_DIR = Path(__file__).resolve().parent / ".work"
+DEFAULT_DATA = "movielens"
+TIME_CUTOFF_QUANTILE = 0.8
+INTEREST_HORIZON = 3  # the interest head learns the categories of the next few items, not just the next one
+
+
+def load_dataset(spec: str = DEFAULT_DATA) -> Dataset:
+    """The dataset a data spec names (``movielens``, ``ecommerce`` or a directory; see ``dataio``)."""
+    from dataio import adapter_for
+
+    return adapter_for(spec).load()
+
+
+def as_dataset(data: Any) -> Dataset:
+    """``data`` as a ``Dataset``; the older MovieLens-only ``dataio.movielens.Interactions`` is converted."""
+    from dataio.dataset import Dataset
+
+    if isinstance(data, Dataset):
+        return data
+    from dataio.movielens import as_dataset as movielens_dataset  # a caller still on the older type
+
+    return movielens_dataset(data, fingerprint="")
+
+
+def time_cutoff_ms(data: Any, quantile: float = TIME_CUTOFF_QUANTILE) -> int:
+    """Global timestamp cutoff (epoch ms) for a streaming replay: events at or before it are 'history'."""
+    return int(np.quantile(as_dataset(data).interactions.timestamps_ms, quantile, method="lower"))
 
 
 @dataclass
 class UserSplit:
-    """One user's interactions in time order, split leave-one-out."""
+    """One user's interactions in time order, split leave-one-out over the user's new items.
+
+    ``train`` is every interaction before ``valid``; ``between`` holds the interactions after ``valid``
+    and before ``test`` (repeats of items already seen, empty without repeats). Timestamps are epoch ms.
+    """
 
     user_id: str
     train: list[HistoryStep]
@@ -46,46 +71,79 @@ class UserSplit:
     train_timestamps: list[int]
     valid_timestamp: int
     test_timestamp: int
+    between: list[HistoryStep] = field(default_factory=list)
+    between_timestamps: list[int] = field(default_factory=list)
+
+    @property
+    def test_history(self) -> list[HistoryStep]:
+        """Everything before the test interaction: train, validation and what came between."""
+        return [*self.train, self.valid, *self.between]
 
 
-def user_sequences(data: Interactions) -> dict[str, list[int]]:
-    """Row positions per user, ordered by timestamp; a stable sort keeps file order for ties."""
-    order = np.argsort(data.timestamps, kind="stable")
-    sequences: dict[str, list[int]] = {}
-    for row in order:
-        sequences.setdefault(str(data.user_ids[row]), []).append(int(row))
-    return sequences
+def new_item_positions(steps: Sequence[HistoryStep]) -> list[int]:
+    """Positions of the steps whose item appears there for the first time."""
+    seen: set[str] = set()
+    positions = []
+    for position, step in enumerate(steps):
+        if step.item_id not in seen:
+            seen.add(step.item_id)
+            positions.append(position)
+    return positions
 
 
-def leave_one_out(data: Interactions) -> list[UserSplit]:
-    """Last interaction = test, second last = validation, the rest = train (users with < 3 are skipped)."""
+def leave_one_out(data: Any) -> list[UserSplit]:
+    """Last new item = test, second last = validation, everything before it = train.
+
+    Users with fewer than 3 new items are skipped; interactions with items outside the catalog are
+    dropped first (the encoder could not feed them to the model anyway). Users come in the order of
+    their first interaction in time.
+    """
+    dataset = as_dataset(data)
+    columns = dataset.interactions
+    known = ~dataset.unknown_item_rows() if len(columns) else np.zeros(0, dtype=bool)
+    if not known.all():
+        columns = columns.take(known)
+    item_ids = columns.item_ids.tolist()
+    types = columns.types.tolist()
+    values = [None if np.isnan(v) else float(v) for v in columns.values.tolist()]
+    stamps_ms = columns.timestamps_ms.tolist()
     splits: list[UserSplit] = []
-    for user_id, rows in user_sequences(data).items():
-        if len(rows) < 3:
+    for user_id, rows in columns.user_sequences().items():
+        steps = [HistoryStep(str(item_ids[r]), str(types[r]), values[r]) for r in rows.tolist()]
+        new = new_item_positions(steps)
+        if len(new) < 3:
             continue
-        steps = [HistoryStep(str(data.item_ids[r]), "rating", float(data.ratings[r])) for r in rows]
-        stamps = [int(data.timestamps[r]) for r in rows]
+        valid, test = new[-2], new[-1]
+        stamps = [int(stamps_ms[r]) for r in rows.tolist()]
         splits.append(
             UserSplit(
-                user_id=user_id,
-                train=steps[:-2],
-                valid=steps[-2],
-                test=steps[-1],
-                train_timestamps=stamps[:-2],
-                valid_timestamp=stamps[-2],
-                test_timestamp=stamps[-1],
+                user_id=str(user_id),
+                train=steps[:valid],
+                valid=steps[valid],
+                test=steps[test],
+                train_timestamps=stamps[:valid],
+                valid_timestamp=stamps[valid],
+                test_timestamp=stamps[test],
+                between=steps[valid + 1 : test],
+                between_timestamps=stamps[valid + 1 : test],
             )
         )
     return splits
 
 
-def build_catalog(data: Interactions, splits: Iterable[UserSplit]) -> Catalog:
-    """Item table over every catalogue item; popularity counts training interactions only."""
+def build_catalog(data: Any, splits: Iterable[UserSplit]) -> Catalog:
+    """Item table over every catalogue item, in the dataset's item order, with the dataset's vocabulary.
+
+    Popularity counts training interactions only (every one, repeats included).
+    """
+    dataset = as_dataset(data)
+    categories = tuple(dataset.categories)
+    category_index = {name: i for i, name in enumerate(categories)}
     catalog = Catalog(
-        item_ids=list(data.catalog_item_ids),
-        category_ids=[list(g) for g in data.catalog_genre_ids],
-        popularity=np.zeros(len(data.catalog_item_ids), dtype=np.float32),
-        categories=MOVIELENS_GENRES,
+        item_ids=[item.item_id for item in dataset.items],
+        category_ids=[sorted({category_index[c] for c in item.categories}) for item in dataset.items],
+        popularity=np.zeros(len(dataset.items), dtype=np.float32),
+        categories=categories,
     )
     counts = np.zeros(len(catalog), dtype=np.float32)
     for split in splits:
@@ -103,64 +161,90 @@ class Examples:
 
     items: np.ndarray  # int32 [n, SEQUENCE_LENGTH]
     signals: np.ndarray  # int32 [n, SEQUENCE_LENGTH]
-    targets: np.ndarray  # int32 [n], catalog index of the next item
-    interest_targets: np.ndarray  # float32 [n, 19], genre distribution of the next items
+    targets: np.ndarray  # int32 [n], catalog index of the next new item
+    interest_targets: np.ndarray  # float32 [n, categories], category distribution of the next items
     seen: list[np.ndarray]  # catalog indices already in the history (for exclusion)
-    futures: np.ndarray  # int32 [n, INTEREST_HORIZON], the next items (first = target), 0 = none
+    futures: np.ndarray  # int32 [n, INTEREST_HORIZON], the next new items (first = target), 0 = none
 
 
-def _genre_distribution(catalog: Catalog, genre_matrix: np.ndarray, indices: list[int]) -> np.ndarray:
-    rows = genre_matrix[indices]
+def _category_distribution(category_matrix: np.ndarray, indices: list[int]) -> np.ndarray:
+    rows = category_matrix[indices]
     rows = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1.0)
     total = rows.sum(axis=0)
     return (total / max(total.sum(), 1e-9)).astype(np.float32)
 
 
-def _encode_many(
-    catalog: Catalog, histories: list[list[HistoryStep]], targets: list[list[HistoryStep]], length: int
-) -> Examples:
-    genre_matrix = catalog.category_matrix()
-    items, signals, target_idx, interest, seen, futures = [], [], [], [], [], []
-    for history, future in zip(histories, targets, strict=True):
-        encoded_items, encoded_signals = encode_history(history[-length:], catalog, length)
-        items.append(encoded_items)
-        signals.append(encoded_signals)
-        future_idx = [catalog.index_of(s.item_id) for s in future]
-        target_idx.append(future_idx[0])
-        futures.append((future_idx + [0] * INTEREST_HORIZON)[:INTEREST_HORIZON])
-        interest.append(_genre_distribution(catalog, genre_matrix, future_idx))
-        seen.append(np.unique([catalog.index_of(s.item_id) for s in history]).astype(np.int32))
-    return Examples(
-        items=np.stack(items),
-        signals=np.stack(signals),
-        targets=np.asarray(target_idx, dtype=np.int32),
-        interest_targets=np.stack(interest),
-        seen=seen,
-        futures=np.asarray(futures, dtype=np.int32),
-    )
+class _Encoder:
+    """Collects encoded rows: (history window, whole-history indices, future steps)."""
+
+    def __init__(self, catalog: Catalog, length: int) -> None:
+        self.catalog = catalog
+        self.length = length
+        self.category_matrix = catalog.category_matrix()
+        self.items: list[np.ndarray] = []
+        self.signals: list[np.ndarray] = []
+        self.targets: list[int] = []
+        self.interest: list[np.ndarray] = []
+        self.seen: list[np.ndarray] = []
+        self.futures: list[list[int]] = []
+
+    def add(self, window: Sequence[HistoryStep], history_indices: np.ndarray, future: list[HistoryStep]):
+        encoded_items, encoded_signals = encode_history(window, self.catalog, self.length)
+        self.items.append(encoded_items)
+        self.signals.append(encoded_signals)
+        future_idx = [self.catalog.index_of(s.item_id) for s in future]
+        self.targets.append(future_idx[0])
+        self.futures.append((future_idx + [0] * INTEREST_HORIZON)[:INTEREST_HORIZON])
+        self.interest.append(_category_distribution(self.category_matrix, future_idx))
+        self.seen.append(np.unique(history_indices).astype(np.int32))
+
+    def examples(self) -> Examples:
+        categories = len(self.catalog.categories)
+        return Examples(
+            items=np.stack(self.items) if self.items else np.zeros((0, self.length), np.int32),
+            signals=np.stack(self.signals) if self.signals else np.zeros((0, self.length), np.int32),
+            targets=np.asarray(self.targets, dtype=np.int32),
+            interest_targets=(
+                np.stack(self.interest) if self.interest else np.zeros((0, categories), np.float32)
+            ),
+            seen=self.seen,
+            futures=np.asarray(self.futures, dtype=np.int32).reshape(-1, INTEREST_HORIZON),
+        )
 
 
-INTEREST_HORIZON = 3  # the interest head learns the genres of the next few items, not just the next one
+def _indices(catalog: Catalog, steps: Sequence[HistoryStep]) -> np.ndarray:
+    return np.fromiter((catalog.index_of(s.item_id) for s in steps), dtype=np.int64, count=len(steps))
 
 
 def training_examples(splits: list[UserSplit], catalog: Catalog, length: int = 50) -> Examples:
-    """Every training position t >= 1 of every user: history = train[:t], target = train[t].
+    """Every new item at train position t >= 1 of every user: history = train[:t], target = train[t].
 
-    Only the training part is used, so validation and test items never reach training features.
+    The futures are the next INTEREST_HORIZON new items of the train part. Only the training part is
+    used, so validation and test items never reach training features. The model sees the last
+    ``length`` steps; ``seen`` holds the whole history (the loss masks it).
     """
-    histories, futures = [], []
+    encoder = _Encoder(catalog, length)
     for split in splits:
-        for t in range(1, len(split.train)):
-            histories.append(split.train[:t])  # the whole history: `seen` masks it in the loss
-            futures.append(split.train[t : t + INTEREST_HORIZON])
-    return _encode_many(catalog, histories, futures, length)
+        indices = _indices(catalog, split.train)
+        new = [t for t in new_item_positions(split.train) if t >= 1]
+        for n, t in enumerate(new):
+            future = [split.train[p] for p in new[n : n + INTEREST_HORIZON]]
+            encoder.add(split.train[max(0, t - length) : t], indices[:t], future)
+    return encoder.examples()
 
 
 def validation_examples(splits: list[UserSplit], catalog: Catalog, length: int = 50) -> Examples:
-    """History = train part, target = the validation item."""
-    return _encode_many(catalog, [s.train for s in splits], [[s.valid, s.test] for s in splits], length)
+    """History = train part, target = the validation item (then the test item, for the interests)."""
+    encoder = _Encoder(catalog, length)
+    for split in splits:
+        encoder.add(split.train[-length:], _indices(catalog, split.train), [split.valid, split.test])
+    return encoder.examples()
 
 
 def test_examples(splits: list[UserSplit], catalog: Catalog, length: int = 50) -> Examples:
-    """History = train + validation, target = the test item (seen = train + validation items)."""
-    return _encode_many(catalog, [[*s.train, s.valid] for s in splits], [[s.test] for s in splits], length)
+    """History = every interaction before the test one, target = the test item."""
+    encoder = _Encoder(catalog, length)
+    for split in splits:
+        history = split.test_history
+        encoder.add(history[-length:], _indices(catalog, history), [split.test])
+    return encoder.examples()

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "interests": interests,
         "data_sha256": prepared["data_sha256"],
-        "time_cutoff": prepared["time_cutoff"],
+        "time_cutoff_ms": prepared["time_cutoff_ms"],
     }
     REPORT_JSON.write_text(json.dumps(report, indent=2) + "\n")
     REPORT_MD.write_text(_markdown(report))

@@ -1,6 +1,10 @@
-"""`make model`: train on MovieLens-100k, quantize, measure the quantization, export the artifact.
+"""`make model`: train on a dataset, quantize, measure the quantization, export the artifact.
 
-python -m model_build.train [--epochs N] [--out layers/model/model]
+python -m model_build.train [--data movielens|ecommerce|DIR] [--out DIR] [--epochs N]
+
+The data comes through ``dataio.adapter_for(--data)`` (default ``movielens``). The artifact goes to
+``--out``: by default ``layers/model/model`` (the shipped model) for MovieLens and ``.cache/models/<name>``
+for any other dataset, so that training on another dataset never replaces the shipped model by accident.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import asdict
@@ -20,7 +25,9 @@ from model_build.export import artifact_version, convert, write_artifact
 from model_build.metrics import summary, target_rank, top_k, top_k_agreement
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = data_module.DEFAULT_DATA
 DEFAULT_OUT = REPO_ROOT / "layers" / "model" / "model"
+OTHER_MODELS_DIR = REPO_ROOT / ".cache" / "models"
 WEIGHTS_PATH = data_module.WORK_DIR / "keras_weights.h5"
 SEED = 42
 NUM_SAMPLED = 64  # candidates per example for the scoring head: the positive + uniform negatives
@@ -45,20 +52,42 @@ def _tf():
     return tf
 
 
-def prepare():
-    """Load, split and encode everything the build and the evaluation need."""
-    interactions, data_sha = data_module.load_movielens()
-    splits = data_module.leave_one_out(interactions)
-    catalog = data_module.build_catalog(interactions, splits)
+def is_default_data(spec: str) -> bool:
+    return spec.strip().lower() in ("movielens", "ml-100k", "movielens-100k")
+
+
+def data_slug(spec: str) -> str:
+    """A file-name-safe name for a data spec (a directory: its last component)."""
+    name = Path(spec.strip().rstrip("/")).name or "data"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.").lower() or "data"
+
+
+def default_out(spec: str) -> Path:
+    """layers/model/model for MovieLens (the shipped model), .cache/models/<name> otherwise."""
+    return DEFAULT_OUT if is_default_data(spec) else OTHER_MODELS_DIR / data_slug(spec)
+
+
+def weights_path(spec: str) -> Path:
+    """Where the Keras weights of a build on `spec` are kept (evaluate reloads them)."""
+    if is_default_data(spec):
+        return WEIGHTS_PATH
+    return data_module.WORK_DIR / data_slug(spec) / "keras_weights.h5"
+
+
+def prepare(spec: str = DEFAULT_DATA):
+    """Load the dataset `spec` names, split and encode everything the build and the evaluation need."""
+    dataset = data_module.load_dataset(spec)
+    splits = data_module.leave_one_out(dataset)
+    catalog = data_module.build_catalog(dataset, splits)
     return {
-        "interactions": interactions,
-        "data_sha256": data_sha,
+        "dataset": dataset,
+        "data_sha256": dataset.fingerprint,
         "splits": splits,
         "catalog": catalog,
         "train": data_module.training_examples(splits, catalog),
         "valid": data_module.validation_examples(splits, catalog),
         "test": data_module.test_examples(splits, catalog),
-        "time_cutoff": data_module.time_cutoff(interactions),
+        "time_cutoff_ms": data_module.time_cutoff_ms(dataset),
     }
 
 
@@ -282,27 +311,36 @@ def load_scorer(model_bytes: bytes, prepared: dict, item_embeddings: np.ndarray,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--data", default=os.environ.get("DATA") or DEFAULT_DATA, help="movielens, ecommerce or a directory"
+    )
     parser.add_argument("--epochs", type=int, default=int(os.environ.get("EPOCHS", "8")))
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="artifact directory (default: see the module doc)"
+    )
     # float16 is left out by default (FLOAT16_NOTE).
     parser.add_argument("--modes", default=MEASURED_MODES, help="quantization modes to measure")
-    parser.add_argument("--weights", type=Path, default=WEIGHTS_PATH)
+    parser.add_argument("--weights", type=Path, default=None, help="Keras weights (default per dataset)")
     parser.add_argument("--dropout", type=float, default=None)
     parser.add_argument("--encoder-units", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--reuse-weights", action="store_true", help="skip training, load the last weights")
     parser.add_argument("--mode", default=ARTIFACT_MODE, help="quantization mode of the exported artifact")
     args = parser.parse_args(argv)
+    args.out = args.out or default_out(args.data)
+    args.weights = args.weights or weights_path(args.data)
+    args.weights.parent.mkdir(parents=True, exist_ok=True)
 
     started = time.time()
-    prepared = prepare()
-    catalog = prepared["catalog"]
+    prepared = prepare(args.data)
+    catalog, dataset = prepared["catalog"], prepared["dataset"]
     print(
-        f"data: {len(prepared['interactions'])} interactions, {len(prepared['splits'])} users, "
-        f"{len(catalog)} items, "
-        f"{len(prepared['train'].targets)} training examples, time cutoff {prepared['time_cutoff']}",
+        f"data {dataset.name}: {len(dataset.interactions)} interactions, {len(prepared['splits'])} users, "
+        f"{len(catalog)} items, {len(catalog.categories)} categories, "
+        f"{len(prepared['train'].targets)} training examples ({time.time() - started:.0f} s)",
         flush=True,
     )
+    train_started = time.time()
     from model_build.model import ModelConfig
 
     if args.reuse_weights:
@@ -319,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
             prepared, args.epochs, config=config, learning_rate=args.learning_rate
         )
         serving_model.save_weights(args.weights)
+    train_seconds = time.time() - train_started
+    print(f"trained in {train_seconds:.0f} s", flush=True)
     from model_build.model import build_serving_model
 
     export_model = build_serving_model(layers, batch_size=1)
@@ -381,13 +421,18 @@ def main(argv: list[str] | None = None) -> None:
         },
         "item_embeddings": "item_embeddings.npz: int8 [N+1, D] with per-row float32 scale",
         "data": {
-            "source": f"{data_module.WHEEL_REQUIREMENT} {data_module.DATASET_PREFIX}",
-            "wheel_sha256": prepared["data_sha256"],
-            "time_cutoff": prepared["time_cutoff"],
-            "split": "leave-one-out per user in time order (stable sort)",
+            "source": dataset.name,
+            "fingerprint": prepared["data_sha256"],
+            "time_cutoff_ms": prepared["time_cutoff_ms"],
+            "split": "leave-one-out per user over the user's new items in time order (stable sort)",
+            "interactions": len(dataset.interactions),
+            "users": len(prepared["splits"]),
+            "items": len(catalog),
+            "categories": len(catalog.categories),
         },
         "training": {
             "epochs": args.epochs,
+            "seconds": round(train_seconds, 1),
             "seed": SEED,
             "config": asdict(layers.config),
             "validation_history": history,
@@ -399,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
         metadata["metrics"]["test_quantized"] = quantization[args.mode]["quantized"]
     write_artifact(args.out, chosen_bytes, catalog, item_embeddings, metadata)
     args.weights.with_suffix(".version").write_text(metadata["version"] + "\n")
-    (data_module.WORK_DIR / "quantization.json").write_text(json.dumps(quantization, indent=2))
+    args.weights.with_name("quantization.json").write_text(json.dumps(quantization, indent=2))
     print(f"wrote {args.out} in {time.time() - started:.0f} s", flush=True)
 
 

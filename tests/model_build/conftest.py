@@ -40,3 +40,9 @@ ITEMS = "\n".join(
 @pytest.fixture
 def tiny():
     return movielens.parse_dataset(INTER, ITEMS)
+
+
+@pytest.fixture
+def tiny_dataset(tiny):
+    """The same fixture through the adapter interface (``dataio.dataset.Dataset``)."""
+    return movielens.as_dataset(tiny, fingerprint="tiny")

@@ -65,10 +65,11 @@ def test_test_examples_see_train_and_validation_only(tiny):
     assert test.signals[user1][-1] == 2  # rating 2 of item 10
 
 
-def test_time_cutoff_is_a_quantile_of_the_timestamps(tiny):
-    cutoff = data_module.time_cutoff(tiny, 0.5)
-    assert cutoff in set(tiny.timestamps.tolist())
-    assert np.mean(tiny.timestamps <= cutoff) >= 0.5
+def test_time_cutoff_is_a_quantile_of_the_timestamps(tiny_dataset):
+    cutoff = data_module.time_cutoff_ms(tiny_dataset, 0.5)
+    stamps = tiny_dataset.interactions.timestamps_ms
+    assert cutoff in set(stamps.tolist())
+    assert np.mean(stamps <= cutoff) >= 0.5
 
 
 def test_checksum_mismatch_is_refused(tmp_path):
