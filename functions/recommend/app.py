@@ -91,6 +91,7 @@ recommender = Recommender.from_model_dir(
     RecommenderConfig(
         retrieval_size=settings.retrieval_size,
         exploration_share=settings.exploration_share,
+        exploration_rate=settings.exploration_rate,
         genre_cap_share=settings.genre_cap_share,
         promotion_share=settings.promotion_share,
         promotion_filter=settings.promotion_filter,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -243,3 +244,22 @@ def test_interests_come_from_the_model_then_state_then_the_catalog_prior(service
     assert list(prior.interests) == list(GENRES)
     for outcome in (model, from_state, prior):
         assert sum(outcome.interests.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_exploration_is_spent_on_a_share_of_answers_only(catalog, scorer):
+    config = RecommenderConfig(retrieval_size=30, exploration_share=0.2)
+    explore_always = Recommender(catalog, scorer, config)
+    explore_some = Recommender(catalog, scorer, replace(config, exploration_rate=0.25))
+    state = State(["i1", "i5", "i9"])
+
+    def exploring(service: Recommender) -> int:
+        return sum(
+            any(
+                p.reason == ranking.REASON_EXPLORE
+                for p in service.recommend(state, 10, np.random.default_rng(seed)).picks
+            )
+            for seed in range(200)
+        )
+
+    assert exploring(explore_always) == 200
+    assert 25 <= exploring(explore_some) <= 75

@@ -64,6 +64,9 @@ class RecommenderConfig:
 
     retrieval_size: int = 128  # the model's shortlist width: one fixed-shape ranking call
     exploration_share: float = 0.1
+    # Share of answers that explore at all: an exploration slot costs the answer's quality, so it is
+    # spent on some requests (drawn per answer from its recommendation id), not one slot in every list.
+    exploration_rate: float = 1.0
     genre_cap_share: float = 0.5
     # Promotions: this share of the slots goes to items matching promotion_filter (newest first).
     promotion_share: float = 0.0
@@ -199,7 +202,9 @@ class Recommender:
         rules = RankingRules(
             k=k,
             genre_cap_share=self.config.genre_cap_share,
-            exploration_share=self.config.exploration_share,
+            exploration_share=self.config.exploration_share
+            if rng.random() < self.config.exploration_rate
+            else 0.0,
             filter_genres=genre_ids,
         )
         history = state.history() if state is not None else []

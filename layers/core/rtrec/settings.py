@@ -150,6 +150,7 @@ class RecommendSettings:
     allowed_origins: tuple[str, ...]
     retrieval_size: int
     exploration_share: float
+    exploration_rate: float
     genre_cap_share: float
     dynamodb: ClientTimeouts
     per_user_requests: RateLimit
@@ -168,6 +169,7 @@ class RecommendSettings:
             retrieval_size=env.integer("RETRIEVAL_SIZE", 128, 1, 4096),
             # At most half the list explores: beyond that the answer stops being a recommendation.
             exploration_share=env.number("EXPLORATION_SHARE", 0.1, 0.0, 0.5),
+            exploration_rate=env.number("EXPLORATION_RATE", 1.0, 0.0, 1.0),
             genre_cap_share=env.number("GENRE_CAP_SHARE", 0.5, 0.05, 1.0),
             # A degraded answer (popular items) within a second beats a late personalised one. One
             # attempt: botocore's backoff before a retry can alone take up to a second; the client's

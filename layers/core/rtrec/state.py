@@ -350,7 +350,9 @@ def _apply(
     _add_interests(new, applied, catalog)
 
 
-_interaction_key = operator.attrgetter("ts", "event_id")
+# Time order, and arrival order for events that share a timestamp (insort puts a newcomer after its
+# equals): training reads a history in file order, so serving must not re-sort ties by event id.
+_interaction_key = operator.attrgetter("ts")
 
 
 def _copy(state: UserState) -> UserState:
