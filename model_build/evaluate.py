@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from model_build import train as train_module
+from model_build.data import Examples, new_item_positions
 from model_build.metrics import summary, top_k, top_k_agreement
 
 HERE = Path(__file__).resolve().parent
@@ -41,22 +45,61 @@ def popularity_scores(catalog, examples) -> np.ndarray:
     return np.tile(scores, (len(examples.targets), 1))
 
 
-def co_occurrence_matrix(splits, catalog, window: int = CO_OCCURRENCE_WINDOW) -> np.ndarray:
-    """counts[i, j]: how often j followed i within `window` steps in a training sequence."""
-    counts = np.zeros((len(catalog) + 1, len(catalog) + 1), dtype=np.float32)
+@dataclass(frozen=True)
+class CoOccurrence:
+    """Sparse counts (CSR by the preceding item): how often j followed i within `window` new items."""
+
+    indptr: np.ndarray  # int64 [N + 2]
+    following: np.ndarray  # int64, the j of each count
+    counts: np.ndarray  # float64
+
+    def rows(self, items: np.ndarray, num_items: int) -> np.ndarray:
+        """Dense rows [len(items), N + 1] for these preceding items."""
+        out = np.zeros((len(items), num_items + 1), dtype=np.float64)
+        for row, item in enumerate(np.asarray(items).tolist()):
+            start, stop = self.indptr[item], self.indptr[item + 1]
+            out[row, self.following[start:stop]] = self.counts[start:stop]
+        return out
+
+
+def co_occurrence_matrix(splits, catalog, window: int = CO_OCCURRENCE_WINDOW) -> CoOccurrence:
+    """counts[i, j]: how often j followed i within `window` steps of a training sequence of new items.
+
+    Repeats (a click after the view of the same item) are left out of the sequence: the baseline, like
+    the model, predicts the next new item. Without repeats (MovieLens) the sequence is the train part.
+    """
+    size = len(catalog) + 1
+    keys: list[int] = []
     for split in splits:
-        sequence = [catalog.index_of(step.item_id) for step in split.train]
+        sequence = [catalog.index_of(split.train[p].item_id) for p in new_item_positions(split.train)]
         for t, item in enumerate(sequence):
-            for following in sequence[t + 1 : t + 1 + window]:
-                counts[item, following] += 1
-    return counts
+            keys.extend(item * size + following for following in sequence[t + 1 : t + 1 + window])
+    unique, counts = np.unique(np.asarray(keys, dtype=np.int64), return_counts=True)
+    preceding = unique // size
+    return CoOccurrence(
+        indptr=np.searchsorted(preceding, np.arange(size + 1)),
+        following=unique % size,
+        counts=counts.astype(np.float64),
+    )
 
 
-def co_occurrence_scores(counts: np.ndarray, catalog, examples) -> np.ndarray:
+def co_occurrence_scores(counts: CoOccurrence, catalog, examples) -> np.ndarray:
     """Scores from the last history item's row; popularity breaks ties."""
     tie_break = np.concatenate([[0.0], catalog.popularity / (catalog.popularity.max() + 1.0)])
     last = examples.items[:, -1]
-    return counts[last].astype(np.float64) + tie_break[None, :]
+    return counts.rows(last, len(catalog)) + tie_break[None, :]
+
+
+def take(examples: Examples, start: int, stop: int) -> Examples:
+    """Rows start:stop of `examples`."""
+    return Examples(
+        items=examples.items[start:stop],
+        signals=examples.signals[start:stop],
+        targets=examples.targets[start:stop],
+        interest_targets=examples.interest_targets[start:stop],
+        seen=examples.seen[start:stop],
+        futures=examples.futures[start:stop],
+    )
 
 
 def retrieval_ranks(scorer, examples, top_m: int = RETRIEVAL_TOP_M) -> np.ndarray:
@@ -82,7 +125,7 @@ def history_genre_distribution(catalog, examples) -> np.ndarray:
     return genre_matrix[examples.items].sum(axis=1)
 
 
-def _bar_chart(rows: dict[str, dict], path: Path) -> None:
+def _bar_chart(rows: dict[str, dict], path: Path, title: str, targets: dict | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,31 +138,30 @@ def _bar_chart(rows: dict[str, dict], path: Path) -> None:
         values = [rows[n][metric] for n in names]
         bars = ax.bar(x + offset, values, width=0.4, label=metric)
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.axhline(TARGETS["HR@10"], color="C0", linestyle=":", linewidth=1, label="target HR@10")
-    ax.axhline(TARGETS["NDCG@10"], color="C1", linestyle=":", linewidth=1, label="target NDCG@10")
+    if targets:
+        ax.axhline(targets["HR@10"], color="C0", linestyle=":", linewidth=1, label="target HR@10")
+        ax.axhline(targets["NDCG@10"], color="C1", linestyle=":", linewidth=1, label="target NDCG@10")
     ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
-    ax.set_title("MovieLens-100k leave-one-out test, full ranking, seen items excluded")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _markdown(report: dict) -> str:
-    lines = [
-        "# Offline evaluation (MovieLens-100k, leave-one-out)",
-        "",
-        f"{report['protocol']}",
-        "",
-        "| method | HR@10 | NDCG@10 | MRR@10 |",
-        "|---|---|---|---|",
-    ]
+def _methods_table(report: dict) -> list[str]:
+    lines = ["| method | HR@10 | NDCG@10 | MRR@10 |", "|---|---|---|---|"]
     for name, metrics in report["methods"].items():
         lines.append(
             f"| {name} | {metrics['HR@10']:.4f} | {metrics['NDCG@10']:.4f} | {metrics['MRR@10']:.4f} |"
         )
-    for name, metrics in PEER_REFERENCE.items():
+    for name, metrics in report.get("peer_reference", {}).items():
         lines.append(f"| {name} (peer reference) | {metrics['HR@10']:.3f} | {metrics['NDCG@10']:.3f} | – |")
+    return lines
+
+
+def _markdown(report: dict) -> str:
+    lines = [f"# {report['title']}", "", f"{report['protocol']}", "", *_methods_table(report)]
     q = report["quantization"]
     lines += [
         "",
@@ -144,58 +186,141 @@ def _markdown(report: dict) -> str:
     ]
     for name, value in report["interests"].items():
         lines.append(f"| {name} | {value:.4f} |")
+    if report.get("training"):
+        training = report["training"]
+        lines += ["", f"Training: {training.get('epochs')} epochs in {training.get('seconds', '?')} s."]
     lines += ["", f"Targets: {report['targets']}", f"Model version {report['model_version']}", ""]
     return "\n".join(lines)
 
 
+# Sections that other datasets' evaluations keep in the main report.md (a MovieLens evaluation, which
+# rewrites report.md, carries them over).
+SECTION_BEGIN = "<!-- section {name}: written by `python -m model_build.evaluate --data {name}` -->"
+SECTION_END = "<!-- end of section {name} -->"
+SECTION_PATTERN = re.compile(r"<!-- section (\S+): .*?<!-- end of section \1 -->\n?", re.DOTALL)
+SECTION_TITLES = {"ecommerce": "Second dataset: generated e-commerce"}
+
+
+def dataset_section(report: dict, name: str, detail_file: str) -> str:
+    """The summary of another dataset's evaluation kept in report.md: dated, with the methods table."""
+    lines = [
+        SECTION_BEGIN.format(name=name),
+        f"## {SECTION_TITLES.get(name, f'Dataset: {name}')} ({report['date']})",
+        "",
+        f"{report['protocol']}",
+        "",
+        *_methods_table(report),
+        "",
+    ]
+    training = report.get("training") or {}
+    data = report.get("data") or {}
+    if data:
+        lines.append(
+            f"Data: {data.get('interactions')} interactions, {data.get('items')} items, "
+            f"{data.get('categories')} categories (fingerprint {str(report.get('data_sha256'))[:12]})."
+        )
+    if training:
+        lines.append(
+            f"Model: {training.get('epochs')} epochs, trained in {training.get('seconds', '?')} s; "
+            f"{report['quantization']['mode']} artifact {report['model_version']}."
+        )
+    lines += [f"Details: `{detail_file}`.", SECTION_END.format(name=name), ""]
+    return "\n".join(lines)
+
+
+def keep_sections(old_markdown: str) -> list[str]:
+    """The other datasets' sections of an existing report.md."""
+    return [match.group(0).rstrip("\n") + "\n" for match in SECTION_PATTERN.finditer(old_markdown)]
+
+
+def put_section(markdown: str, name: str, section: str) -> str:
+    """`markdown` with the section `name` replaced by `section` (appended when it is not there)."""
+    pattern = re.compile(
+        re.escape(SECTION_BEGIN.format(name=name))
+        + ".*?"
+        + re.escape(SECTION_END.format(name=name))
+        + r"\n?",
+        re.DOTALL,
+    )
+    if pattern.search(markdown):
+        return pattern.sub(lambda _: section, markdown, count=1)
+    return markdown.rstrip("\n") + "\n\n" + section
+
+
+def evaluate(prepared: dict, scorer, keras_model, chunk: int = 256) -> dict:
+    """Ranks of every method on the test split, computed `chunk` users at a time (a 20,000-item
+    catalogue makes whole [users, items] score matrices large), plus the quantization agreement."""
+    catalog, test = prepared["catalog"], prepared["test"]
+    co_occurrence = co_occurrence_matrix(prepared["splits"], catalog)
+    ranks: dict[str, list[np.ndarray]] = {}
+    agreement: list[float] = []
+    for start in range(0, len(test.targets), chunk):
+        part = take(test, start, min(start + chunk, len(test.targets)))
+        scores = {
+            "most popular": popularity_scores(catalog, part),
+            "co-occurrence (last item)": co_occurrence_scores(co_occurrence, catalog, part),
+            "Keras float": train_module.keras_full_scores(keras_model, part, len(catalog)),
+            "TFLite quantized (Scorer)": train_module.scorer_full_scores(scorer, part),
+        }
+        for name, values in scores.items():
+            ranks.setdefault(name, []).append(train_module.ranks_of(values, part))
+        float_scores, quant_scores = scores["Keras float"], scores["TFLite quantized (Scorer)"]
+        agreement += [
+            top_k_agreement(
+                top_k(float_scores[i], K, part.seen[i]), top_k(quant_scores[i], K, part.seen[i]), K
+            )
+            for i in range(len(part.targets))
+        ]
+        print(f"  evaluated {start + len(part.targets)} / {len(test.targets)} users", flush=True)
+    methods = {name: summary(np.concatenate(parts), K) for name, parts in ranks.items()}
+    methods[f"TFLite retrieve top-{RETRIEVAL_TOP_M} + rank (API path)"] = summary(
+        retrieval_ranks(scorer, test), K
+    )
+    return {"methods": methods, "top10_agreement": float(np.mean(agreement))}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-dir", type=Path, default=train_module.DEFAULT_OUT)
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("DATA") or train_module.DEFAULT_DATA,
+        help="movielens, ecommerce or a directory (the data the model was trained on)",
+    )
+    parser.add_argument("--model-dir", type=Path, default=None, help="default: train's --out default")
+    parser.add_argument("--report-dir", type=Path, default=HERE)
+    parser.add_argument("--weights", type=Path, default=None, help="Keras weights (default per dataset)")
     args = parser.parse_args(argv)
     started = time.time()
+    default_data = train_module.is_default_data(args.data)
+    name = train_module.data_slug(args.data)
+    model_dir = args.model_dir or train_module.default_out(args.data)
+    weights = args.weights or train_module.weights_path(args.data)
+    stem = "report" if default_data else f"report-{name}"
+    report_json, report_md, report_png = (args.report_dir / f"{stem}.{ext}" for ext in ("json", "md", "png"))
 
-    if not train_module.WEIGHTS_PATH.exists():
-        raise SystemExit(f"{train_module.WEIGHTS_PATH} is missing: run `make model` first")
-    prepared = train_module.prepare()
-    catalog, test = prepared["catalog"], prepared["test"]
+    if not weights.exists():
+        raise SystemExit(f"{weights} is missing: run `python -m model_build.train --data {args.data}` first")
+    prepared = train_module.prepare(args.data)
+    catalog, test, dataset = prepared["catalog"], prepared["test"], prepared["dataset"]
 
     from rtrec.scorer import Scorer
 
-    scorer = Scorer.load(args.model_dir)
-    stamp = train_module.WEIGHTS_PATH.with_suffix(".version")
+    scorer = Scorer.load(model_dir)
+    stamp = weights.with_suffix(".version")
     if stamp.exists() and stamp.read_text().strip() != scorer.version:
         print(
             f"warning: Keras weights ({stamp.read_text().strip()}) are not the artifact's ({scorer.version})"
         )
 
-    from model_build.model import build_serving_model
+    from model_build.model import ModelConfig, build_serving_model
 
-    layers = train_module.build_layers(catalog)
+    config = scorer.metadata.get("training", {}).get("config")
+    layers = train_module.build_layers(catalog, ModelConfig(**config) if config else None)
     keras_model = build_serving_model(layers)
-    keras_model.load_weights(train_module.WEIGHTS_PATH)
+    keras_model.load_weights(weights)
 
-    scores = {
-        "most popular": popularity_scores(catalog, test),
-        "co-occurrence (last item)": co_occurrence_scores(
-            co_occurrence_matrix(prepared["splits"], catalog), catalog, test
-        ),
-        "Keras float": train_module.keras_full_scores(keras_model, test, len(catalog)),
-        "TFLite quantized (Scorer)": train_module.scorer_full_scores(scorer, test),
-    }
-    methods = {name: summary(train_module.ranks_of(s, test), K) for name, s in scores.items()}
-    methods[f"TFLite retrieve top-{RETRIEVAL_TOP_M} + rank (API path)"] = summary(
-        retrieval_ranks(scorer, test), K
-    )
-
-    float_scores, quant_scores = scores["Keras float"], scores["TFLite quantized (Scorer)"]
-    agreement = np.mean(
-        [
-            top_k_agreement(
-                top_k(float_scores[i], K, test.seen[i]), top_k(quant_scores[i], K, test.seen[i]), K
-            )
-            for i in range(len(test.targets))
-        ]
-    )
+    evaluated = evaluate(prepared, scorer, keras_model)
+    methods = evaluated["methods"]
     float_ndcg, quant_ndcg = (
         methods["Keras float"]["NDCG@10"],
         methods["TFLite quantized (Scorer)"]["NDCG@10"],
@@ -224,31 +349,57 @@ def main(argv: list[str] | None = None) -> None:
         "interest head, TFLite (Scorer)": interest_accuracy(tflite_interests, catalog, test),
     }
 
+    title = f"Offline evaluation ({dataset.name}, leave-one-out)"
+    if default_data:
+        title = "Offline evaluation (MovieLens-100k, leave-one-out)"
+    training = scorer.metadata.get("training", {})
     report = {
+        "title": title,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "data_spec": args.data,
         "protocol": (
-            f"{len(test.targets)} users; last interaction per user = test (stable time sort), "
-            "history = all earlier interactions (last 50 fed to the model); full ranking over all "
-            f"{len(catalog)} items with already-seen items excluded; ties count against the target."
+            f"{len(test.targets)} users; per user the last interaction with an item not seen before = test "
+            "(stable time sort), history = all earlier interactions (last 50 fed to the model); full "
+            f"ranking over all {len(catalog)} items with already-seen items excluded; ties count against "
+            "the target."
         ),
         "model_version": scorer.version,
         "methods": methods,
-        "peer_reference": PEER_REFERENCE,
-        "targets": {**TARGETS, "NDCG@10 vs most popular": ">= 2x"},
+        "peer_reference": PEER_REFERENCE if default_data else {},
+        "targets": {**TARGETS, "NDCG@10 vs most popular": ">= 2x"} if default_data else {},
         "quantization": {
             "mode": scorer.metadata.get("quantization"),
-            "top10_agreement": float(agreement),
+            "top10_agreement": evaluated["top10_agreement"],
             "ndcg_relative_change": float((quant_ndcg - float_ndcg) / max(float_ndcg, 1e-12)),
             "measured_at_build": scorer.metadata.get("quantization_measured", {}),
         },
         "interests": interests,
+        "training": {"epochs": training.get("epochs"), "seconds": training.get("seconds")},
+        "data": {k: v for k, v in dataset.summary().items() if k not in ("name", "fingerprint")}
+        | {"categories": len(catalog.categories)},
         "data_sha256": prepared["data_sha256"],
         "time_cutoff_ms": prepared["time_cutoff_ms"],
     }
-    REPORT_JSON.write_text(json.dumps(report, indent=2) + "\n")
-    REPORT_MD.write_text(_markdown(report))
-    _bar_chart({**methods, **PEER_REFERENCE}, REPORT_PNG)
-    print(_markdown(report))
-    print(f"wrote {REPORT_JSON.name}, {REPORT_MD.name}, {REPORT_PNG.name} in {time.time() - started:.1f} s")
+    report_json.write_text(json.dumps(report, indent=2) + "\n")
+    markdown = _markdown(report)
+    main_md = args.report_dir / "report.md"
+    if default_data:
+        # Keep the other datasets' sections of the report.md being replaced.
+        kept = keep_sections(main_md.read_text()) if main_md.exists() else []
+        report_md.write_text("\n".join([markdown, *kept]))
+    else:
+        report_md.write_text(markdown)
+        section = dataset_section(report, name, report_md.name)
+        main_md.write_text(put_section(main_md.read_text() if main_md.exists() else "", name, section))
+    chart_rows = {**methods, **report["peer_reference"]}
+    _bar_chart(
+        chart_rows,
+        report_png,
+        f"{dataset.name}: leave-one-out test, full ranking, seen items excluded",
+        TARGETS if default_data else None,
+    )
+    print(markdown)
+    print(f"wrote {report_json.name}, {report_md.name}, {report_png.name} in {time.time() - started:.1f} s")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from dataio import movielens
-from dataio.dataset import Dataset, InteractionColumns
+from dataio.dataset import Dataset
 from dataio.movielens import GENRES, Interactions
 from model_build import data as data_module
-from rtrec.catalog import CatalogItem
 from rtrec.features import Catalog, HistoryStep, encode_history, signal_index
 
 # ---------- the MovieLens-only pipeline, frozen (reference) ----------
@@ -169,46 +168,8 @@ def test_the_older_interactions_type_is_still_accepted(tiny, tiny_dataset):
 # ---------- a dataset with repeats ----------
 
 
-def _shop() -> Dataset:
-    """u1: view A, click A, view B, view C, add_to_cart C, view A (repeat), view D, purchase D, view E.
-
-    u2: view B, view B, view C (2 new items only: skipped).
-    """
-    events = [
-        ("u1", "A", "view", None, 1),
-        ("u1", "A", "click", None, 2),
-        ("u1", "B", "view", None, 3),
-        ("u1", "C", "view", None, 4),
-        ("u1", "C", "add_to_cart", 2.0, 5),
-        ("u1", "A", "view", None, 6),
-        ("u1", "D", "view", None, 7),
-        ("u1", "D", "purchase", 40.0, 8),
-        ("u1", "X", "view", None, 8),  # not in the catalog: dropped
-        ("u1", "E", "view", None, 9),
-        ("u1", "E", "click", None, 10),  # after the test interaction: never used
-        ("u2", "B", "view", None, 1),
-        ("u2", "B", "view", None, 2),
-        ("u2", "C", "view", None, 3),
-    ]
-    columns = InteractionColumns(
-        user_ids=[e[0] for e in events],
-        item_ids=[e[1] for e in events],
-        types=[e[2] for e in events],
-        values=[np.nan if e[3] is None else e[3] for e in events],
-        timestamps_ms=[1_000_000 + e[4] for e in events],
-    )
-    items = [
-        CatalogItem("A", ("Home > Kitchen",)),
-        CatalogItem("B", ("Toys", "Home > Kitchen")),
-        CatalogItem("C", ()),
-        CatalogItem("D", ("Garden",)),
-        CatalogItem("E", ("Toys",)),
-    ]
-    return Dataset(name="shop", interactions=columns, items=items, fingerprint="f")
-
-
-def test_repeats_are_history_and_only_new_items_are_predicted():
-    dataset = _shop()
+def test_repeats_are_history_and_only_new_items_are_predicted(shop):
+    dataset = shop
     splits = data_module.leave_one_out(dataset)
     assert [s.user_id for s in splits] == ["u1"]
     split = splits[0]
