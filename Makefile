@@ -35,7 +35,7 @@ help:
 	@echo "make lock      recompile requirements/runtime.lock and test-312.lock with python3.12 (needs PyPI)"
 	@echo "make model     train, quantize and export the model into layers/model/model/"
 	@echo "make evaluate  offline evaluation against baselines -> model_build/report.{json,md,png}"
-	@echo "make replay    streaming replay evaluation -> model_build/replay.json"
+	@echo "make replay    streaming replay evaluation -> evaluation/replay.json"
 	@echo "make local     keep the local stack running (see README for curl commands)"
 	@echo "make bench     run the benchmarks -> bench/results/*.json"
 	@echo "make openapi   regenerate docs/openapi.json from the recommend routes"
@@ -118,7 +118,7 @@ evaluate: venv
 	PYTHONPATH=layers/core $(PY) -m model_build.evaluate
 
 replay: venv
-	$(PY) -m model_build.replay
+	$(PY) -m evaluation.replay
 
 demo: venv
 	$(PY) -m infra.local.demo

@@ -342,10 +342,12 @@ def _read_state(user_id: str) -> tuple[Any, bool]:
     """Strongly consistent read of the caller's state; a failed read degrades instead of failing."""
     try:
         return user_states.get(user_id, consistent=True), False
+    except StoreError as error:  # expected trouble (timeouts, throttling): a line, not a traceback
+        logger.warning("user state read failed, answering without it", extra={"error": str(error)})
     except Exception:
         logger.exception("user state read failed, answering without it")
-        metrics.add_metric(name="StateReadFailures", unit=MetricUnit.Count, value=1)
-        return None, True
+    metrics.add_metric(name="StateReadFailures", unit=MetricUnit.Count, value=1)
+    return None, True
 
 
 def _observe(route: str, outcome: Outcome, read_failure: bool) -> None:

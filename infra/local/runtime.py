@@ -235,6 +235,15 @@ LOCAL_PROCESS_ENVIRONMENT = {
 }
 
 
+# moto answers slower than the AWS services it stands in for, above all on a busy machine: the functions'
+# client timeouts, sized for AWS, would turn its slow answers into degraded answers and retries.
+LOCAL_CLIENT_TIMEOUTS = {
+    f"{service}_{kind}_TIMEOUT_S": seconds
+    for service in ("DYNAMODB", "KINESIS", "SQS")
+    for kind, seconds in (("CONNECT", "2"), ("READ", "5"))
+}
+
+
 class FunctionHost:
     """This process as the host of the template's functions, for the local stack and the in-process harness.
 
@@ -251,7 +260,7 @@ class FunctionHost:
     ) -> None:
         self.template = template
         self.region = region
-        self.overrides = dict(overrides or {})
+        self.overrides = {**LOCAL_CLIENT_TIMEOUTS, **dict(overrides or {})}
         self.drop_metric_lines = drop_metric_lines
         self.deployment: Deployment | None = None
         self.functions: dict[str, LocalFunction] = {}
