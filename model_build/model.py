@@ -1,7 +1,7 @@
 """The Keras model: one shared item embedding, an LSTM user encoder, an interest head and a scoring head.
 
 - user encoder: [item embedding, signal embedding, projected genres] per step -> LSTM -> user vector
-- interest head: softmax over the 19 genres
+- interest head: softmax over the dataset's categories (MovieLens: its 19 genres)
 - scoring head: dot(user, item) + MLP([user, item, user*item]) -> one logit per candidate (no sigmoid: an
   8-bit sigmoid collapses candidate scores into a few distinct values)
 
@@ -111,7 +111,7 @@ class ModelLayers:
         self.full_logits = FullLogits(self.item_embedding, name="full_logits")
 
     def encode(self, items, signals):
-        """(user vector [B, D], interest probabilities [B, 19])."""
+        """(user vector [B, D], interest probabilities [B, categories])."""
         steps = tf.keras.layers.Concatenate(name="step_features")(
             [
                 self.item_embedding(items),
