@@ -120,8 +120,13 @@ evaluate: venv
 replay: venv
 	$(PY) -m evaluation.replay
 
+# DATA=ecommerce (or a dataset directory) runs the any-catalog demo: import, events, filters, similar items.
 demo: venv
+ifdef DATA
+	$(PY) -m infra.local.catalog_demo --data $(DATA)
+else
 	$(PY) -m infra.local.demo
+endif
 
 local: venv
 	$(PY) -m infra.local.stack
