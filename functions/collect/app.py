@@ -12,7 +12,6 @@ every event can be retried; 4xx for a request that can never succeed.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response, content_types
@@ -20,14 +19,14 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from rtrec.events import MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST, InvalidEvent, validate_client_event
+from rtrec import api_requests
+from rtrec.events import InvalidEvent, validate_client_event
 from rtrec.http import (
     NO_STORE,
     RequestError,
     caller_id,
     claims_of,
     install_error_handlers,
-    json_body,
     too_many,
 )
 from rtrec.limits import PerUserLimiter
@@ -60,38 +59,13 @@ RETRY_AFTER = {"Retry-After": "1"}
 _RETRYABLE_CODES = {"ProvisionedThroughputExceededException", "InternalFailure", "ServiceUnavailable"}
 
 
-def _events_from_body() -> list[Any]:
-    event = app.current_event
-    body = json_body(
-        event.headers,
-        event.body,
-        event.is_base64_encoded,
-        MAX_BODY_BYTES,
-        'a JSON object like {"events": [...]}',
-    )
-    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-        raise RequestError(400, "invalid request", ['body: must be an object with an "events" array'])
-    extra = sorted(set(body) - {"events"})
-    if extra:
-        raise RequestError(
-            400, "invalid request", [f"body.{name[:40]!r}: unknown field" for name in extra[:10]]
-        )
-    events = body["events"]
-    if not 1 <= len(events) <= MAX_EVENTS_PER_REQUEST:
-        raise RequestError(
-            400,
-            "invalid request",
-            [f"body.events: must hold 1 to {MAX_EVENTS_PER_REQUEST} events, not {len(events)}"],
-        )
-    return events
-
-
 @app.post("/v1/events")
 @tracer.capture_method
 def post_events() -> Response:
     try:
         user_id = caller_id(claims_of(app.current_event))
-        raw_events = _events_from_body()
+        request = app.current_event
+        raw_events = api_requests.events_body(request.headers, request.body, request.is_base64_encoded)
         too_many(per_user.take(user_id, len(raw_events)))
     except RequestError:
         metrics.add_metric(name="RequestsRejected", unit=MetricUnit.Count, value=1)

@@ -31,17 +31,13 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from rtrec.catalog import MAX_CATEGORY_LENGTH, MAX_FILTER_LENGTH, InvalidFilter, ItemFilter, parse_filter
-from rtrec.events import MAX_ID_LENGTH, InvalidEvent, check_text
+from rtrec import api_requests
 from rtrec.http import (
     NO_STORE,
     RequestError,
     caller_id,
     claims_of,
-    id_list,
     install_error_handlers,
-    json_body,
-    query,
     too_many,
 )
 from rtrec.limits import PerUserLimiter
@@ -61,13 +57,6 @@ except ImportError:  # elsewhere (tests, the local stack) nothing is restored
     def register_after_restore(hook: Any) -> Any:
         return hook
 
-
-MAX_K = 100
-MAX_LIST_ITEMS = 500
-MAX_GENRE_PARAMETER = 400
-MAX_EXCLUDE_PARAMETER = MAX_LIST_ITEMS * (MAX_ID_LENGTH + 1)
-MAX_CATEGORY_PARAMETER = 2000
-MAX_RANK_BODY_BYTES = 64 * 1024
 
 logger = Logger()
 tracer = Tracer()
@@ -144,25 +133,18 @@ traced = tracer.capture_method(capture_response=False)
 def get_recommendations():
     """Top-k unseen items for the caller: model retrieval + ranking, then the ranking rules."""
     user_id = _caller()
-    parameters = _query(
-        {
-            "k": 8,
-            "genre": MAX_GENRE_PARAMETER,
-            "category": MAX_CATEGORY_PARAMETER,
-            "filter": MAX_FILTER_LENGTH,
-            "exclude": MAX_EXCLUDE_PARAMETER,
-        }
-    )
-    k = _parse_k(parameters.get("k"))
-    genres = _parse_genres(parameters.get("genre"))
-    item_filter = _item_filter(parameters.get("category"), parameters.get("filter"), genres)
-    excluded = id_list("exclude", parameters.get("exclude"), MAX_ID_LENGTH)
+    request = api_requests.recommendations(app.current_event.query_string_parameters, _CATEGORY_BY_LOWER)
     recommendation_id = _new_recommendation_id()
     rng = np.random.default_rng(uuid.UUID(recommendation_id).int)
     _follow_catalog()
     state, read_failure = _read_state(user_id)
     outcome = recommender.recommend(
-        state, k, rng, filter_genres=genres, exclude_item_ids=excluded, item_filter=item_filter
+        state,
+        request.k,
+        rng,
+        filter_genres=request.genres,
+        exclude_item_ids=request.exclude,
+        item_filter=request.item_filter,
     )
     _observe("recommendations", outcome, read_failure)
     return _ranked_answer(recommendation_id, outcome, read_failure)
@@ -177,8 +159,9 @@ def get_recommendations():
 def rank_items():
     """The caller's own candidates in the model's order; unknown ids are listed, not ranked."""
     user_id = _caller()
-    _query({})
-    item_ids = _rank_request_item_ids()
+    event = app.current_event
+    api_requests.no_parameters(event.query_string_parameters)
+    item_ids = api_requests.rank_item_ids(event.headers, event.body, event.is_base64_encoded)
     recommendation_id = _new_recommendation_id()
     state, read_failure = _read_state(user_id)
     outcome = recommender.rank(state, item_ids)
@@ -195,17 +178,11 @@ def rank_items():
 def get_similar_items(item_id: str):
     """A "more like this" shelf: available items closest to ``item_id``, filtered like recommendations."""
     _caller()
-    parameters = _query({"k": 8, "category": MAX_CATEGORY_PARAMETER, "filter": MAX_FILTER_LENGTH})
-    k = _parse_k(parameters.get("k"))
-    try:
-        item_id = check_text(item_id, "path.item_id", MAX_ID_LENGTH)
-    except InvalidEvent as error:
-        raise RequestError(400, "invalid request", [str(error)]) from None
-    item_filter = _item_filter(parameters.get("category"), parameters.get("filter"))
+    request = api_requests.similar(item_id, app.current_event.query_string_parameters)
     _follow_catalog()
-    outcome = recommender.similar(item_id, k, item_filter)
+    outcome = recommender.similar(request.item_id, request.k, request.item_filter)
     if outcome is None:
-        raise RequestError(404, "no such item", [f"path.item_id: {item_id[:64]!r} is not in the catalog"])
+        raise RequestError(404, "no such item", [f"path.item_id: {request.item_id!r} is not in the catalog"])
     _observe("similar", outcome, False)
     return _ranked_answer(_new_recommendation_id(), outcome, False)
 
@@ -219,7 +196,7 @@ def get_similar_items(item_id: str):
 def get_interests():
     """The caller's interest distribution over the 19 genres."""
     user_id = _caller()
-    _query({})
+    api_requests.no_parameters(app.current_event.query_string_parameters)
     state, read_failure = _read_state(user_id)
     outcome = recommender.interests(state)
     _observe("interests", outcome, read_failure)
@@ -242,7 +219,7 @@ def get_interests():
 def delete_me():
     """Remove the caller's state item; a user with no state gets the same 204."""
     user_id = _caller()
-    _query({})
+    api_requests.no_parameters(app.current_event.query_string_parameters)
     try:
         user_states.delete(user_id)
     except StoreError as error:
@@ -274,68 +251,6 @@ def _caller() -> str:
     user_id = caller_id(claims_of(app.current_event))
     too_many(per_user.take(user_id))
     return user_id
-
-
-def _query(limits: dict[str, int]) -> dict[str, str]:
-    """The query parameters, when all are known and within their lengths."""
-    return query(app.current_event.query_string_parameters, set(limits), limits)
-
-
-def _parse_k(raw: str | None) -> int:
-    if raw is None:
-        return 10
-    text = raw.strip()
-    digits = text[1:] if text[:1] in "+-" else text
-    if not (digits.isascii() and digits.isdigit() and len(digits) <= 4) or not 1 <= int(text) <= MAX_K:
-        raise RequestError(
-            400, "invalid request", [f"query.k: must be an integer from 1 to {MAX_K}, got {raw[:20]!r}"]
-        )
-    return int(text)
-
-
-def _rank_request_item_ids() -> list[str]:
-    """The body's `item_ids`: a JSON object with only that field, 1..500 ids of 1..64 characters."""
-    event = app.current_event
-    body = json_body(
-        event.headers,
-        event.body,
-        event.is_base64_encoded,
-        MAX_RANK_BODY_BYTES,
-        'a JSON object like {"item_ids": ["1", "2"]}',
-    )
-    if not isinstance(body, dict):
-        raise RequestError(
-            400, "invalid request", [f"body: must be a JSON object, got {type(body).__name__}"]
-        )
-    extra = sorted(set(body) - {"item_ids"})
-    if extra:
-        raise RequestError(
-            400,
-            "invalid request",
-            [f"body.{name[:40]!r}: unknown field (accepted: item_ids)" for name in extra[:10]],
-        )
-    item_ids = body.get("item_ids")
-    if item_ids is None:
-        raise RequestError(400, "invalid request", ["body.item_ids: required"])
-    if not isinstance(item_ids, list) or not 1 <= len(item_ids) <= MAX_LIST_ITEMS:
-        raise RequestError(
-            400, "invalid request", [f"body.item_ids: must be a list of 1 to {MAX_LIST_ITEMS} item ids"]
-        )
-    bad = []
-    for n, item_id in enumerate(item_ids):
-        try:
-            check_text(item_id, f"body.item_ids.{n}", MAX_ID_LENGTH)
-        except InvalidEvent as error:
-            bad.append(str(error))
-    if bad:
-        raise RequestError(400, "invalid request", bad[:10])
-    return item_ids
-
-
-def _parse_genres(raw: str | None) -> list[str]:
-    """`genre`, the older name of `category`: the model's categories in any case (others match nothing)."""
-    names = [value.strip() for value in id_list("genre", raw, MAX_CATEGORY_LENGTH)]
-    return list(dict.fromkeys(_CATEGORY_BY_LOWER.get(name.lower(), name) for name in names))
 
 
 def _read_state(user_id: str) -> tuple[Any, bool]:
@@ -404,16 +319,6 @@ def _items(picks: Sequence[Pick]) -> list[dict[str, Any]]:
         }
         for pick in picks
     ]
-
-
-def _item_filter(categories: str | None, expression: str | None, genres: Sequence[str] = ()) -> ItemFilter:
-    """The request's categories (any of; `genre` is an alias) and attribute predicates (all of)."""
-    try:
-        predicates = parse_filter(expression)
-    except InvalidFilter as error:
-        raise RequestError(400, "invalid request", [f"query.filter: {error}"]) from None
-    names = frozenset(id_list("category", categories, MAX_CATEGORY_LENGTH)) | frozenset(genres)
-    return ItemFilter(names, predicates)
 
 
 def _follow_catalog() -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from functions.recommend.app import (
+from rtrec.api_requests import (
     MAX_CATEGORY_PARAMETER,
     MAX_EXCLUDE_PARAMETER,
     MAX_GENRE_PARAMETER,
