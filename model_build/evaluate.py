@@ -1,5 +1,9 @@
 """`make evaluate`: offline evaluation on the leave-one-out test split -> report.json, report.md, report.png.
 
+python -m model_build.evaluate [--data movielens|ecommerce|DIR] [--model-dir DIR] [--report-dir DIR]
+
+MovieLens (the default) writes report.{json,md,png}; another dataset writes report-<name>.{json,md,png}
+and a dated section of report.md with its table (replaced on the next run; a MovieLens run keeps it).
 Full ranking over all items with already-seen items excluded; HR@10, NDCG@10, MRR@10 for
 most popular, item-to-item co-occurrence from the last item, the float Keras model and the quantized
 TFLite model through rtrec.scorer.Scorer (the class the Lambda uses), plus the retrieval path the API
@@ -10,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -283,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--data",
-        default=os.environ.get("DATA") or train_module.DEFAULT_DATA,
+        default=train_module.DEFAULT_DATA,
         help="movielens, ecommerce or a directory (the data the model was trained on)",
     )
     parser.add_argument("--model-dir", type=Path, default=None, help="default: train's --out default")

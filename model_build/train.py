@@ -311,9 +311,7 @@ def load_scorer(model_bytes: bytes, prepared: dict, item_embeddings: np.ndarray,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--data", default=os.environ.get("DATA") or DEFAULT_DATA, help="movielens, ecommerce or a directory"
-    )
+    parser.add_argument("--data", default=DEFAULT_DATA, help="movielens, ecommerce or a directory")
     parser.add_argument("--epochs", type=int, default=int(os.environ.get("EPOCHS", "8")))
     parser.add_argument(
         "--out", type=Path, default=None, help="artifact directory (default: see the module doc)"
