@@ -10,6 +10,12 @@ Why it looks the way it does:
 - The fused TFLite LSTM keeps its state in variable tensors between invoke() calls, so every invoke is
   followed by reset_all_variables().
 - Output tensor order is not the signature order, so outputs are mapped by signature name.
+- `retrieve()` runs the model once (the user vector, on an interpreter resized to one candidate) and the
+  scoring head on the shortlist in numpy, with the head's weights read from the same model file: the
+  head is a few small matmuls, and a second invoke would run the 50-step LSTM again for nothing. At load
+  the numpy head is checked against the model's own `scores` on a probe; if the graph's head tensors are
+  not found or disagree, retrieve falls back to the model call (numbers: bench/peer.py, docs/ARCHITECTURE.md
+  "Peer, levers and 1M items").
 - The default XNNPACK delegate is left out: on this graph (dynamic-range weights, shape ops, fused LSTM) it
   adds a fixed cost to every invoke on LiteRT that its faster kernels do not win back, at the shortlist
   size or at the whole catalogue, and top-10 rankings agree with the delegated run (numbers:
@@ -104,6 +110,126 @@ class _FixedShapeRunner:
             interpreter.reset_all_variables()  # the fused LSTM would otherwise carry state into the next call
 
 
+_HEAD_TENSORS = {  # name suffix in the converted graph -> role (model_build/model.py ScoringHead)
+    "item_embedding/embedding_lookup": "embedding",
+    "scores/head_user/Tensordot/MatMul": "w_user",
+    "scores/head_user/BiasAdd/ReadVariableOp": "b_user",
+    "scores/head_item/Tensordot/MatMul": "w_item",
+    "scores/head_product/Tensordot/MatMul": "w_product",
+    "scores/head_out/Tensordot/MatMul": "w_out",
+    "scores/head_out/BiasAdd/ReadVariableOp": "b_out",
+}
+_HEAD_TOLERANCE = 0.005  # max |numpy head − model scores| on the load-time probe (measured < 0.001)
+
+
+def _dequantized(interpreter: Any, detail: dict[str, Any]) -> NDArray[np.float32]:
+    value = interpreter.get_tensor(detail["index"])
+    out: NDArray[np.float32] = value.astype(np.float32)
+    if detail["dtype"] == np.float32:
+        return out
+    scale, zero = detail["quantization"]
+    if not scale:
+        raise ValueError(f"{detail['name']}: per-channel or unquantized {detail['dtype']}")
+    out = (out - np.float32(zero)) * np.float32(scale)
+    return out
+
+
+class _Dense:
+    """One bias-free Dense layer as TFLite runs it: float, or dynamic-range (int8 weights, per-tensor scale;
+    the input quantized asymmetrically per row on the fly, int32 accumulation), so results match the model's
+    own kernel to float rounding rather than to int8 rounding."""
+
+    def __init__(self, interpreter: Any, detail: dict[str, Any]) -> None:
+        value = interpreter.get_tensor(detail["index"])
+        self.hybrid = detail["dtype"] == np.int8
+        if self.hybrid:
+            scale, zero = detail["quantization"]
+            if not scale or zero:
+                raise ValueError(f"{detail['name']}: not symmetric per-tensor int8")
+            # int8 × int8 sums over `in` terms stay below 2^24 for in ≤ 1,040: exact in float32 BLAS
+            if value.shape[1] > 1040:
+                raise ValueError(f"{detail['name']}: too wide for exact float32 accumulation")
+            self.weights_t = value.astype(np.float32).T.copy()  # [in, out], integer-valued
+            self.row_sums = value.astype(np.float32).sum(axis=1)  # [out]
+            self.scale = np.float32(scale)
+        else:
+            self.weights = value.astype(np.float32).T.copy()
+        self.shape = tuple(int(v) for v in value.shape)  # [out, in]
+
+    def __call__(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        if not self.hybrid:
+            out: NDArray[np.float32] = x @ self.weights
+            return out
+        f = np.float32
+        low = np.minimum(f(0), x.min(axis=1, keepdims=True))
+        high = np.maximum(f(0), x.max(axis=1, keepdims=True))
+        scale = ((high - low) / f(255)).astype(f)
+        safe = np.where(scale > 0, scale, f(1)).astype(f)
+        from_min, from_max = f(-128) - low / safe, f(127) - high / safe
+        zero = np.where(f(128) + np.abs(low / safe) < f(127) + np.abs(high / safe), from_min, from_max)
+        zero = np.clip(np.round(zero), -128, 127).astype(f)
+        q = zero + x * (f(1) / safe)
+        q += np.copysign(f(0.5), q)  # round half away from zero, as TFLite does
+        np.trunc(q, out=q)
+        np.clip(q, -128, 127, out=q)
+        acc = q @ self.weights_t - zero * self.row_sums
+        result: NDArray[np.float32] = acc * (scale * self.scale)  # scale 0 (an all-zero row) gives 0
+        return result
+
+
+class _NumpyHead:
+    """The scoring head in numpy: dot(u, e) + w_out · relu(W_user u + b_user + W_item e + W_product (u ⊙ e))
+    + b_out, the weights read from the model file."""
+
+    def __init__(self, interpreter: Any, details: dict[str, dict[str, Any]]) -> None:
+        self.embedding = _dequantized(interpreter, details["embedding"])
+        self.user = _Dense(interpreter, details["w_user"])
+        self.product = _Dense(interpreter, details["w_product"])
+        item = _Dense(interpreter, details["w_item"])
+        self.out = _dequantized(interpreter, details["w_out"]).reshape(-1)
+        self.b_user = _dequantized(interpreter, details["b_user"]).reshape(-1)
+        self.b_out = _dequantized(interpreter, details["b_out"]).reshape(-1)[0]
+        hidden, dim = self.user.shape
+        if (
+            self.embedding.ndim != 2
+            or self.embedding.shape[1] != dim
+            or self.product.shape != (hidden, dim)
+            or item.shape != (hidden, dim)
+            or self.out.shape != (hidden,)
+            or self.b_user.shape != (hidden,)
+        ):
+            raise ValueError("unexpected head shapes")
+        self.item_part = item(self.embedding)  # per item row, independent of the user: once, at load
+
+    @classmethod
+    def from_interpreter(cls, interpreter: Any, rows: int) -> _NumpyHead | None:
+        """The head from the graph's constant tensors, or None if this graph has another head."""
+        details: dict[str, dict[str, Any]] = {}
+        try:
+            for detail in interpreter.get_tensor_details():
+                for suffix, role in _HEAD_TENSORS.items():
+                    wanted = role != "embedding" or int(detail["shape"][0]) == rows
+                    if str(detail["name"]).endswith(suffix) and role not in details and wanted:
+                        details[role] = detail
+            if details.keys() != set(_HEAD_TENSORS.values()):
+                return None
+            return cls(interpreter, details)
+        except Exception:
+            return None
+
+    def __call__(self, user: NDArray[np.float32], candidates: NDArray[Any]) -> NDArray[np.float32]:
+        items = self.embedding[candidates]
+        product = items * user
+        hidden = (
+            self.item_part[candidates] + self.product(product) + (self.user(user[None, :])[0] + self.b_user)
+        )
+        np.maximum(hidden, np.float32(0), out=hidden)
+        scores: NDArray[np.float32] = (product.sum(axis=1) + hidden @ self.out + self.b_out).astype(
+            np.float32
+        )
+        return scores
+
+
 class Scorer:
     """The serving model. Create once per process (it is not thread-safe) and reuse."""
 
@@ -114,6 +240,8 @@ class Scorer:
         item_matrix: NDArray[Any],
         shortlist: _FixedShapeRunner,
         full: _FixedShapeRunner,
+        encoder: _FixedShapeRunner | None = None,
+        head: _NumpyHead | None = None,
     ) -> None:
         self.metadata = metadata
         self.version: str = str(metadata["version"])
@@ -121,6 +249,8 @@ class Scorer:
         self._item_matrix = item_matrix  # float32 [N + 1, D], dequantized from int8 at load
         self._shortlist = shortlist
         self._full = full
+        self._encoder = encoder or shortlist  # user vector and interests: one candidate, the cheapest shape
+        self._head = head  # None: retrieve scores its shortlist with the model (a second invoke)
 
     @classmethod
     def load(
@@ -146,11 +276,26 @@ class Scorer:
             shortlist_size = int(metadata.get("shortlist_size", 128))
             shortlist = _FixedShapeRunner(module, content, shortlist_size, num_threads)
             full = _FixedShapeRunner(module, content, len(catalog), num_threads)
+            encoder = _FixedShapeRunner(module, content, 1, num_threads)
+            head = _NumpyHead.from_interpreter(shortlist.interpreter, len(catalog) + 1)
         except ModelUnavailable:
             raise
         except Exception as error:
             raise ModelUnavailable(f"cannot load model from {model_dir}: {error}") from error
-        return cls(metadata, catalog, item_matrix, shortlist, full)
+        scorer = cls(metadata, catalog, item_matrix, shortlist, full, encoder)
+        scorer._head = head if head is not None and scorer._head_matches_model(head) else None
+        return scorer
+
+    def _head_matches_model(self, head: _NumpyHead) -> bool:
+        """The numpy head against the model's own scores on a fixed probe history and candidates."""
+        count = len(self.catalog)
+        items = (np.arange(SEQUENCE_LENGTH, dtype=np.int32) * 7919) % count + 1
+        signals = np.full(SEQUENCE_LENGTH, 1, dtype=np.int32)
+        candidates = (np.arange(self._shortlist.num_candidates, dtype=np.int32) * 104729) % count + 1
+        out = self._shortlist.run(items, signals, candidates)
+        mine = head(out[OUTPUT_USER_VECTOR].astype(np.float32), candidates)
+        gap = np.abs(mine - out[OUTPUT_SCORES].astype(np.float32))
+        return bool(np.isfinite(mine).all() and gap.max() <= _HEAD_TOLERANCE)
 
     @property
     def shortlist_size(self) -> int:
@@ -175,12 +320,12 @@ class Scorer:
         return items, signals
 
     def _no_candidates(self) -> NDArray[Any]:
-        return np.zeros(self._shortlist.num_candidates, dtype=np.int32)
+        return np.zeros(self._encoder.num_candidates, dtype=np.int32)
 
     def interests(self, items: NDArray[Any], signals: NDArray[Any]) -> NDArray[np.float32]:
         """Predicted interest distribution over the catalog's categories, float32[C], summing to 1."""
         items, signals = self._check_history(items, signals)
-        out = self._shortlist.run(items, signals, self._no_candidates())[OUTPUT_INTERESTS].astype(np.float32)
+        out = self._encoder.run(items, signals, self._no_candidates())[OUTPUT_INTERESTS].astype(np.float32)
         out = np.clip(out, 0.0, None)
         total = float(out.sum())
         if out.shape != (len(self.catalog.categories),) or total <= 0:
@@ -190,9 +335,7 @@ class Scorer:
     def user_vector(self, items: NDArray[Any], signals: NDArray[Any]) -> NDArray[np.float32]:
         """The user representation used for retrieval, float32[D]."""
         items, signals = self._check_history(items, signals)
-        return self._shortlist.run(items, signals, self._no_candidates())[OUTPUT_USER_VECTOR].astype(
-            np.float32
-        )
+        return self._encoder.run(items, signals, self._no_candidates())[OUTPUT_USER_VECTOR].astype(np.float32)
 
     def score(
         self, items: NDArray[Any], signals: NDArray[Any], candidates: NDArray[Any]
@@ -228,6 +371,10 @@ class Scorer:
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Top-M by user-vector · item-matrix (numpy), re-ranked by the scoring head, best first.
 
+        One model call (the user vector); the head runs in numpy on the M candidates when it matched the
+        model at load (scores within 0.005 of `score()`'s, measured < 0.001), else `score()` ranks them
+        (a second call).
+
         Never returns index 0 (padding) or an excluded index; may return fewer than top_m.
         """
         if top_m < 1:
@@ -244,6 +391,9 @@ class Scorer:
         if count == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         shortlist = np.argpartition(-affinity, count - 1)[:count]
-        scores = self.score(items, signals, shortlist)
+        if self._head is not None:
+            scores = self._head(user, shortlist)
+        else:
+            scores = self.score(items, signals, shortlist)
         order = np.argsort(-scores, kind="stable")
         return shortlist[order].astype(np.int64), scores[order]
