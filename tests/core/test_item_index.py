@@ -1,4 +1,4 @@
-"""rtrec.item_index: recall on a small clustered set, deterministic build, exclusions, delta list, persistence."""
+"""rtrec.item_index: recall on a clustered set, deterministic build, exclusions, delta list, persistence."""
 
 from __future__ import annotations
 
