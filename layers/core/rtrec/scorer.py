@@ -208,8 +208,9 @@ class _NumpyHead:
         try:
             for detail in interpreter.get_tensor_details():
                 for suffix, role in _HEAD_TENSORS.items():
-                    wanted = role != "embedding" or int(detail["shape"][0]) == rows
-                    if str(detail["name"]).endswith(suffix) and role not in details and wanted:
+                    if not str(detail["name"]).endswith(suffix) or role in details:
+                        continue
+                    if role != "embedding" or (len(detail["shape"]) == 2 and int(detail["shape"][0]) == rows):
                         details[role] = detail
             if details.keys() != set(_HEAD_TENSORS.values()):
                 return None
