@@ -6,7 +6,6 @@ import base64
 import copy
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -16,17 +15,10 @@ from botocore.exceptions import ClientError
 from functions.collect import app as collect
 from rtrec.events import parse_stream_record
 from rtrec.stores.event_stream import EventStream
+from tests.builders import FakeContext
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 FIXTURE = json.loads((EVENTS_DIR / "http-post-events.json").read_text())
-
-
-@dataclass
-class FakeContext:
-    function_name: str = "CollectFunction"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:CollectFunction"
-    aws_request_id: str = "req-1"
 
 
 def request(body, sub: str | None = "user-123", headers: dict | None = None) -> dict:
@@ -42,7 +34,7 @@ def request(body, sub: str | None = "user-123", headers: dict | None = None) -> 
 
 
 def invoke(event: dict) -> tuple[int, dict, dict]:
-    response = collect.lambda_handler(event, FakeContext())
+    response = collect.lambda_handler(event, FakeContext("CollectFunction", 256))
     body = json.loads(response["body"]) if response.get("body") else {}
     return response["statusCode"], body, response.get("headers", {})
 

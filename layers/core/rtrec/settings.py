@@ -62,6 +62,23 @@ class _Reader:
         )
         return ItemFilter(categories, tuple(p for p in predicates if p.name != "category"))
 
+    def timeouts(
+        self,
+        service: str,
+        *,
+        connect_s: float,
+        read_s: float,
+        attempts: int,
+        limit_s: float,
+        max_attempts: int,
+    ) -> ClientTimeouts:
+        """``<SERVICE>_CONNECT_TIMEOUT_S``, ``_READ_TIMEOUT_S`` and ``_MAX_ATTEMPTS``, each bounded."""
+        return ClientTimeouts(
+            connect_s=self.number(f"{service}_CONNECT_TIMEOUT_S", connect_s, 0.05, limit_s),
+            read_s=self.number(f"{service}_READ_TIMEOUT_S", read_s, 0.05, limit_s),
+            max_attempts=self.integer(f"{service}_MAX_ATTEMPTS", attempts, 1, max_attempts),
+        )
+
     def origins(self, name: str) -> tuple[str, ...]:
         """Comma-separated browser origins; a ``*`` entry is dropped (it would let any site read answers)."""
         raw = self.environ.get(name, "")
@@ -84,11 +101,7 @@ class CollectSettings:
             stream_name=env.text("EVENT_STREAM_NAME"),
             allowed_origins=env.origins("ALLOWED_ORIGINS"),
             # The function has 10 s; three attempts of at most 2 s leave room to answer 503 in time.
-            kinesis=ClientTimeouts(
-                connect_s=env.number("KINESIS_CONNECT_TIMEOUT_S", 0.5, 0.05, 5),
-                read_s=env.number("KINESIS_READ_TIMEOUT_S", 1.5, 0.05, 5),
-                max_attempts=env.integer("KINESIS_MAX_ATTEMPTS", 2, 1, 5),
-            ),
+            kinesis=env.timeouts("KINESIS", connect_s=0.5, read_s=1.5, attempts=2, limit_s=5, max_attempts=5),
             # One user at 10 events/s uses a hundredth of a shard's 1,000 records/s.
             per_user_events=RateLimit(
                 rate=env.number("PER_USER_EVENT_RATE", 10, 0, 1000),
@@ -128,16 +141,10 @@ class IngestSettings:
             write_concurrency=env.integer("WRITE_CONCURRENCY", 8, 1, 64),
             max_write_attempts=env.integer("MAX_WRITE_ATTEMPTS", 5, 1, 20),
             deadline_reserve_ms=env.integer("DEADLINE_RESERVE_MS", 5000, 500, 60_000),
-            dynamodb=ClientTimeouts(
-                connect_s=env.number("DYNAMODB_CONNECT_TIMEOUT_S", 1.0, 0.05, 10),
-                read_s=env.number("DYNAMODB_READ_TIMEOUT_S", 2.0, 0.05, 10),
-                max_attempts=env.integer("DYNAMODB_MAX_ATTEMPTS", 3, 1, 10),
+            dynamodb=env.timeouts(
+                "DYNAMODB", connect_s=1.0, read_s=2.0, attempts=3, limit_s=10, max_attempts=10
             ),
-            sqs=ClientTimeouts(
-                connect_s=env.number("SQS_CONNECT_TIMEOUT_S", 1.0, 0.05, 10),
-                read_s=env.number("SQS_READ_TIMEOUT_S", 2.0, 0.05, 10),
-                max_attempts=env.integer("SQS_MAX_ATTEMPTS", 3, 1, 10),
-            ),
+            sqs=env.timeouts("SQS", connect_s=1.0, read_s=2.0, attempts=3, limit_s=10, max_attempts=10),
         )
 
 
@@ -174,10 +181,8 @@ class RecommendSettings:
             # A degraded answer (popular items) within a second beats a late personalised one. One
             # attempt: botocore's backoff before a retry can alone take up to a second; the client's
             # next request is the retry.
-            dynamodb=ClientTimeouts(
-                connect_s=env.number("DYNAMODB_CONNECT_TIMEOUT_S", 0.25, 0.05, 5),
-                read_s=env.number("DYNAMODB_READ_TIMEOUT_S", 0.5, 0.05, 5),
-                max_attempts=env.integer("DYNAMODB_MAX_ATTEMPTS", 1, 1, 5),
+            dynamodb=env.timeouts(
+                "DYNAMODB", connect_s=0.25, read_s=0.5, attempts=1, limit_s=5, max_attempts=5
             ),
             per_user_requests=RateLimit(
                 rate=env.number("PER_USER_REQUEST_RATE", 5, 0, 1000),
@@ -202,9 +207,7 @@ class CatalogSettings:
         env = _Reader(environ)
         return cls(
             table_name=env.text("CATALOG_TABLE"),
-            dynamodb=ClientTimeouts(
-                connect_s=env.number("DYNAMODB_CONNECT_TIMEOUT_S", 1.0, 0.05, 5),
-                read_s=env.number("DYNAMODB_READ_TIMEOUT_S", 2.0, 0.05, 5),
-                max_attempts=env.integer("DYNAMODB_MAX_ATTEMPTS", 2, 1, 5),
+            dynamodb=env.timeouts(
+                "DYNAMODB", connect_s=1.0, read_s=2.0, attempts=2, limit_s=5, max_attempts=5
             ),
         )
