@@ -119,7 +119,7 @@ _HEAD_TENSORS = {  # name suffix in the converted graph -> role (model_build/mod
     "scores/head_out/Tensordot/MatMul": "w_out",
     "scores/head_out/BiasAdd/ReadVariableOp": "b_out",
 }
-_HEAD_TOLERANCE = 0.005  # max |numpy head − model scores| on the load-time probe (measured < 0.001)
+_HEAD_TOLERANCE = 0.005  # max |numpy head − model scores| on the load-time probe (measured ≤ 0.002)
 
 
 def _dequantized(interpreter: Any, detail: dict[str, Any]) -> NDArray[np.float32]:
@@ -398,7 +398,7 @@ class Scorer:
         """Top-M by user-vector · item-matrix (numpy), re-ranked by the scoring head, best first.
 
         One model call (the user vector); the head runs in numpy on the M candidates when it matched the
-        model at load (scores within 0.005 of `score()`'s, measured < 0.001), else `score()` ranks them
+        model at load (scores within 0.005 of `score()`'s; measured ≤ 0.002), else `score()` ranks them
         (a second call).
 
         Never returns index 0 (padding) or an excluded index; may return fewer than top_m.
