@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # The core package lives in layers/core (on /opt/python in Lambda); scripts import it like the tests do.
 export PYTHONPATH := $(CURDIR)/layers/core:$(CURDIR)
 
-.PHONY: help venv venv-312 lint test test-312 lock build model evaluate replay demo local bench openapi clean
+.PHONY: bench-peer bench-scale cost help venv venv-312 lint test test-312 lock build model evaluate replay demo local bench openapi clean
 
 help:
 	@echo "make demo      run the whole service locally (moto + real handlers) and show it working"
@@ -155,6 +155,29 @@ bench: venv build $(LAMBDA_BOTO)/.installed
 	$(PY) bench/ingest.py
 	$(PY) bench/scoring.py
 	$(PY) bench/recommend.py --lambda-like --python $(PYTHON312) --compare-without-bytecode
+
+# The peer (RecBole SASRec on PyTorch) and the approximate indexes each get their own virtualenv.
+PEER_VENV := .cache/peer-venv
+ANN_VENV := .cache/ann-venv
+$(PEER_VENV)/.installed:
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q torch==2.13.0
+	$(PEER_VENV)/bin/pip install -q --no-deps recbole==1.2.1
+	$(PEER_VENV)/bin/pip install -q colorlog==6.12.0 pandas==3.1.1 tensorboard==2.21.0 texttable==1.7.2 colorama==0.4.6
+	touch $@
+$(ANN_VENV)/.installed:
+	$(PYTHON) -m venv $(ANN_VENV)
+	$(ANN_VENV)/bin/pip install -q numpy==1.26.4 usearch==2.26.6 faiss-cpu==1.15.1 hnswlib==0.8.0
+	touch $@
+
+bench-peer: venv $(PEER_VENV)/.installed
+	$(PY) bench/peer.py --levers
+
+bench-scale: venv $(ANN_VENV)/.installed
+	$(PY) bench/scale.py
+
+cost: venv
+	$(PY) scripts/cost_model.py --json bench/results/cost.json
 
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache .hypothesis model_build/.work

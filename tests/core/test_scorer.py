@@ -156,3 +156,9 @@ def test_same_answers_on_tflite_runtime(scorer, history):
     out = json.loads(result.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(out["scores"], scorer.score(*history, np.arange(1, 300)), rtol=1e-3, atol=1e-3)
     assert len(set(out["top"]) & set(scorer.retrieve(*history, 20)[0].tolist())) >= 18
+
+
+def test_retrieve_takes_the_one_call_path_with_the_numpy_head(scorer):
+    # The head in numpy must match the model at load; if it silently fell back to the second model
+    # call, every other test would still pass and only the latency would show it.
+    assert scorer._head is not None
