@@ -7,6 +7,7 @@ ReportBatchItemFailures shape, read by the event source mapping.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from rtrec.features import Catalog
 from rtrec.ingest import BatchIngestor, IngestPolicy, kinesis_records
-from rtrec.settings import IngestSettings
+from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher
+from rtrec.settings import IngestSettings, ModelRegistrySettings
 from rtrec.stores.clients import aws_client
 from rtrec.stores.dead_letters import DeadLetterQueue
 from rtrec.stores.user_state import UserStateStore
@@ -57,8 +59,77 @@ def build_ingestor(settings: IngestSettings) -> BatchIngestor:
     )
 
 
+def layer_version(model_dir: str | None) -> str:
+    """The version of the layer's model (metadata.json), the registry's ``bootstrap``."""
+    try:
+        return str(json.loads((Path(model_dir or "") / "metadata.json").read_text())["version"])
+    except Exception:
+        return BOOTSTRAP
+
+
+def follow_registry(
+    registry: ModelRegistrySettings | None, model_dir: str | None
+) -> ModelWatcher[Catalog] | None:
+    """Interests in the live model's vocabulary: a watcher on the registry's pointer, or None (layer only).
+
+    A version is followed only once it loads and passes the same checks the recommend function applies,
+    so both functions move to the same versions; its items.json replaces the fold's catalog.
+    """
+    if registry is None:
+        return None
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+    pointers = SSMProvider(boto3_client=aws_client("ssm", registry.ssm))
+    source = ModelSource(aws_client("s3", registry.s3), registry.bucket, registry.cache_dir)
+    bootstrap = layer_version(model_dir)
+
+    def read_pointer() -> str | None:
+        value = pointers.get(registry.pointer, max_age=registry.pointer_max_age_s)
+        return str(value).strip() if value is not None else None
+
+    def load(version: str) -> Catalog:
+        catalog: Catalog = source.load(version).catalog
+        source.prune({version})
+        return catalog
+
+    def load_bootstrap() -> Catalog:
+        catalog = load_catalog(model_dir)
+        if catalog is None:
+            raise RuntimeError(f"no items.json at {model_dir}")
+        return catalog
+
+    return ModelWatcher(
+        read_pointer,
+        load,
+        load_bootstrap,
+        loaded_version=bootstrap,
+        bootstrap_version=bootstrap,
+        check_every_s=registry.pointer_max_age_s,
+        on_failure=_model_failure,
+    )
+
+
+def _model_failure(kind: str, message: str, error: BaseException) -> None:
+    """The fold keeps its catalog when the pointer cannot be read or a version does not load."""
+    logger.error(message, extra={"error": f"{type(error).__name__}: {error}"})
+    name = "ModelLoadFailures" if kind == "load" else "ModelPointerReadFailures"
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+
+def follow_model() -> None:
+    """Fold with the catalog of the version the pointer names, if it moved (one look per max age)."""
+    if model_updates is None:
+        return
+    swap = model_updates.poll()
+    if swap is not None:
+        ingestor.catalog = swap.model
+        metrics.add_metric(name="ModelSwaps", unit=MetricUnit.Count, value=1)
+        logger.info("catalog swapped", extra={"model_version": swap.version})
+
+
 settings = IngestSettings.from_env()
 ingestor = build_ingestor(settings)
+model_updates = follow_registry(settings.registry, settings.model_dir)
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -66,6 +137,7 @@ ingestor = build_ingestor(settings)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point for the Kinesis event source mapping (ReportBatchItemFailures on)."""
+    follow_model()
     records = kinesis_records(event)
     if event.get("Records"):
         logger.set_correlation_id(event["Records"][0].get("eventID"))

@@ -44,7 +44,8 @@ from rtrec.limits import PerUserLimiter
 from rtrec.live_catalog import LiveCatalog
 from rtrec.ranking import Pick
 from rtrec.recommender import Outcome, Recommender, RecommenderConfig
-from rtrec.settings import RecommendSettings
+from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher
+from rtrec.settings import ModelRegistrySettings, RecommendSettings
 from rtrec.stores.catalog import CatalogStore
 from rtrec.stores.clients import aws_client
 from rtrec.stores.errors import StoreError
@@ -75,35 +76,111 @@ app = APIGatewayHttpResolver(cors=_cors(settings.allowed_origins))
 install_error_handlers(app, logger)
 user_states = UserStateStore.from_client(aws_client("dynamodb", settings.dynamodb), settings.table_name)
 per_user = PerUserLimiter(settings.per_user_requests)
-recommender = Recommender.from_model_dir(
-    settings.model_dir,
-    RecommenderConfig(
-        retrieval_size=settings.retrieval_size,
-        exploration_share=settings.exploration_share,
-        exploration_rate=settings.exploration_rate,
-        genre_cap_share=settings.genre_cap_share,
-        promotion_share=settings.promotion_share,
-        promotion_filter=settings.promotion_filter,
-    ),
+config = RecommenderConfig(
+    retrieval_size=settings.retrieval_size,
+    exploration_share=settings.exploration_share,
+    exploration_rate=settings.exploration_rate,
+    genre_cap_share=settings.genre_cap_share,
+    promotion_share=settings.promotion_share,
+    promotion_filter=settings.promotion_filter,
 )
+# The layer's model: the bootstrap, and what answers whenever the registry has nothing better.
+recommender = Recommender.from_model_dir(settings.model_dir, config)
 
 
-def follow_catalog(table_name: str | None) -> LiveCatalog | None:
+def follow_catalog(table_name: str | None, serving: Recommender | None = None) -> LiveCatalog | None:
     """The catalog table's live view over the model's items (read whole on first use, then its changes)."""
-    if not table_name or recommender.catalog is None:
+    serving = serving or recommender
+    if not table_name or serving.catalog is None:
         return None
     source = CatalogStore(aws_client("dynamodb", settings.dynamodb), table_name)
     # The first request reads the feed whole (a snapshot restored later must not serve init's view).
-    return LiveCatalog(recommender.catalog, source, refresh_s=settings.catalog_refresh_s)
+    return LiveCatalog(serving.catalog, source, refresh_s=settings.catalog_refresh_s)
 
 
-recommender.live = follow_catalog(settings.catalog_table) or (
-    LiveCatalog(recommender.catalog) if recommender.catalog is not None else None
-)
-# The model's category names by their lower case: `genre` matches them in any case.
-_CATEGORY_BY_LOWER = {
-    name.lower(): name for name in (recommender.catalog.categories if recommender.catalog else ())
-}
+def with_live_catalog(serving: Recommender) -> Recommender:
+    """``serving`` following the catalog table over its own model's items (each version has its own)."""
+    serving.live = follow_catalog(settings.catalog_table, serving) or (
+        LiveCatalog(serving.catalog) if serving.catalog is not None else None
+    )
+    return serving
+
+
+def categories_by_lower(serving: Recommender) -> dict[str, str]:
+    """The model's category names by their lower case: `genre` matches them in any case."""
+    return {name.lower(): name for name in (serving.catalog.categories if serving.catalog else ())}
+
+
+recommender = with_live_catalog(recommender)
+_CATEGORY_BY_LOWER = categories_by_lower(recommender)
+_BOOTSTRAP_VERSION = recommender.model_version or BOOTSTRAP
+
+
+def follow_registry(registry: ModelRegistrySettings | None) -> ModelWatcher[Recommender] | None:
+    """The hot swap: a watcher on the registry's pointer, or None (the layer's model only).
+
+    Powertools Parameters caches the pointer for its max age, and the watcher looks at most that
+    often: one SSM call per container per max age, nothing per request.
+    """
+    if registry is None:
+        return None
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+    pointers = SSMProvider(boto3_client=aws_client("ssm", registry.ssm))
+    source = ModelSource(aws_client("s3", registry.s3), registry.bucket, registry.cache_dir)
+
+    def read_pointer() -> str | None:
+        value = pointers.get(registry.pointer, max_age=registry.pointer_max_age_s)
+        return str(value).strip() if value is not None else None
+
+    def load(version: str) -> Recommender:
+        scorer = source.load(version)  # downloaded, checked against its manifest, smoke-scored
+        source.prune({version, recommender.model_version or ""})
+        return with_live_catalog(Recommender(scorer.catalog, scorer, config))
+
+    def load_bootstrap() -> Recommender:
+        serving = Recommender.from_model_dir(settings.model_dir, config)
+        if serving.scorer is None:
+            raise RuntimeError(serving.load_error or "the layer's model does not load")
+        return with_live_catalog(serving)
+
+    return ModelWatcher(
+        read_pointer,
+        load,
+        load_bootstrap,
+        loaded_version=recommender.model_version or _BOOTSTRAP_VERSION,
+        bootstrap_version=_BOOTSTRAP_VERSION,
+        check_every_s=registry.pointer_max_age_s,
+        on_failure=_model_failure,
+    )
+
+
+def _model_failure(kind: str, message: str, error: BaseException) -> None:
+    """A pointer that cannot be read or a version that does not load: the loaded model keeps answering."""
+    logger.error(message, extra={"error": f"{type(error).__name__}: {error}"})
+    name = "ModelLoadFailures" if kind == "load" else "ModelPointerReadFailures"
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+
+model_updates = follow_registry(settings.registry)
+
+
+def follow_model() -> None:
+    """Swap in the version the pointer names, if it moved (at most one look per max age).
+
+    The swap replaces the module's `recommender` (and its category names) between requests: a request
+    sees one model from start to end, and the old one is dropped once nothing refers to it.
+    """
+    global recommender, _CATEGORY_BY_LOWER
+    if model_updates is None:
+        return
+    swap = model_updates.poll()
+    if swap is None:
+        return
+    previous = recommender.model_version
+    recommender, _CATEGORY_BY_LOWER = swap.model, categories_by_lower(swap.model)
+    metrics.add_metric(name="ModelSwaps", unit=MetricUnit.Count, value=1)
+    logger.info("model swapped", extra={"model_version": swap.version, "previous": previous})
 
 
 @register_after_restore
@@ -113,8 +190,9 @@ def renew_after_restore() -> None:
     Recommendation ids and exploration seeds come from uuid4 (the OS's randomness) per request, so
     nothing else made at init must differ between copies.
     """
-    global user_states
+    global user_states, model_updates
     user_states = UserStateStore.from_client(aws_client("dynamodb", settings.dynamodb), settings.table_name)
+    model_updates = follow_registry(settings.registry)  # its SSM and S3 clients too
 
 
 if recommender.load_error:
@@ -236,6 +314,7 @@ def delete_me():
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     started = time.perf_counter()
+    follow_model()
     response = app.resolve(event, context)
     metrics.add_metric(
         name="Latency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000

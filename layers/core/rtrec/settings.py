@@ -86,6 +86,43 @@ class _Reader:
 
 
 @dataclass(frozen=True)
+class ModelRegistrySettings:
+    """Where model versions live (S3) and which one is live (an SSM parameter); see rtrec.registry.
+
+    ``MODEL_BUCKET`` and ``MODEL_POINTER`` both empty: no registry, the layer's model only (tests and
+    the local stack by default); one without the other is a configuration error.
+    """
+
+    bucket: str
+    pointer: str
+    # How stale the pointer may be: Powertools caches it this long, and it is looked at no more often.
+    pointer_max_age_s: int
+    cache_dir: str
+    # On the request path once per max age: short, one attempt (the next look is the retry).
+    ssm: ClientTimeouts
+    # A download happens once per new version.
+    s3: ClientTimeouts
+
+    @classmethod
+    def from_env(cls, env: _Reader) -> ModelRegistrySettings | None:
+        bucket = (env.environ.get("MODEL_BUCKET") or "").strip()
+        pointer = (env.environ.get("MODEL_POINTER") or "").strip()
+        if not bucket and not pointer:
+            return None
+        if not bucket or not pointer:
+            missing = "MODEL_BUCKET" if not bucket else "MODEL_POINTER"
+            raise SettingsError(f"{missing} is required when the other of MODEL_BUCKET/MODEL_POINTER is set")
+        return cls(
+            bucket=bucket,
+            pointer=pointer,
+            pointer_max_age_s=env.integer("MODEL_POINTER_MAX_AGE_S", 60, 1, 3600),
+            cache_dir=(env.environ.get("MODEL_CACHE_DIR") or "").strip() or "/tmp/models",
+            ssm=env.timeouts("SSM", connect_s=0.5, read_s=1.0, attempts=1, limit_s=5, max_attempts=3),
+            s3=env.timeouts("MODEL_S3", connect_s=1.0, read_s=3.0, attempts=2, limit_s=10, max_attempts=5),
+        )
+
+
+@dataclass(frozen=True)
 class CollectSettings:
     """POST /v1/events: where events go and how long a write may take."""
 
@@ -118,6 +155,8 @@ class IngestSettings:
     dead_letter_queue_url: str
     function_name: str
     model_dir: str | None
+    # The model registry (rtrec.registry): the items.json of the version the pointer names; None = layer only.
+    registry: ModelRegistrySettings | None
     ttl_seconds: int
     dedupe_horizon_ms: int
     write_concurrency: int
@@ -136,6 +175,7 @@ class IngestSettings:
             dead_letter_queue_url=env.text("DEAD_LETTER_QUEUE_URL"),
             function_name=env.text("AWS_LAMBDA_FUNCTION_NAME", "ingest"),
             model_dir=model_dir,
+            registry=ModelRegistrySettings.from_env(env),
             ttl_seconds=env.integer("USER_STATE_TTL_DAYS", 180, 1, 3650) * DAY_S,
             dedupe_horizon_ms=env.integer("DEDUPE_HORIZON_HOURS", 24, 1, 24 * 14) * 3600 * 1000,
             write_concurrency=env.integer("WRITE_CONCURRENCY", 8, 1, 64),
@@ -154,6 +194,8 @@ class RecommendSettings:
 
     table_name: str
     model_dir: str
+    # The model registry (rtrec.registry): hot swap to the version the pointer names; None = layer only.
+    registry: ModelRegistrySettings | None
     allowed_origins: tuple[str, ...]
     retrieval_size: int
     exploration_share: float
@@ -172,6 +214,7 @@ class RecommendSettings:
         return cls(
             table_name=env.text("USER_STATE_TABLE"),
             model_dir=env.text("MODEL_DIR"),
+            registry=ModelRegistrySettings.from_env(env),
             allowed_origins=env.origins("ALLOWED_ORIGINS"),
             retrieval_size=env.integer("RETRIEVAL_SIZE", 128, 1, 4096),
             # At most half the list explores: beyond that the answer stops being a recommendation.
