@@ -775,3 +775,143 @@ def test_the_local_stack_reads_the_routes_scopes_and_skips_the_inline_trigger():
     # direct sign-in tokens, which get their scopes from the trigger in AWS.
     assert all(r.scopes == () for r in routes.values())
     assert {f.logical_id for f in local.functions()} == set(API_FUNCTIONS)
+
+
+# ---------- event archive (Firehose -> S3, Glue tables for Athena) ----------
+
+
+def test_archive_bucket_is_encrypted_private_unversioned_retained_and_moves_to_cheaper_storage():
+    bucket = under()["Resources"]["ArchiveBucket"]
+    assert bucket["DeletionPolicy"] == "Retain" and bucket["UpdateReplacePolicy"] == "Retain"
+    properties = bucket["Properties"]
+    (encryption,) = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert all(properties["PublicAccessBlockConfiguration"].values())
+    assert "VersioningConfiguration" not in properties  # versioning off
+    (rule,) = properties["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Transitions"] == [{"StorageClass": "STANDARD_IA", "TransitionInDays": 30}]
+    assert "ExpirationInDays" not in rule  # kept until deleted, unless ArchiveExpirationDays says otherwise
+    parameters = {"ArchiveInfrequentAccessDays": "60", "ArchiveExpirationDays": "400"}
+    (rule,) = under(parameters)["Resources"]["ArchiveBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert rule["Transitions"][0]["TransitionInDays"] == "60" and rule["ExpirationInDays"] == "400"
+    (statement,) = under()["Resources"]["ArchiveBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Condition"] == {
+        "Bool": {"aws:SecureTransport": "false"}
+    }
+
+
+def test_firehose_reads_the_event_stream_into_gzip_json_lines_partitioned_by_kind_and_day(cfn):
+    from infra.local.archive import ERRORS_PREFIX, EVENTS_PREFIX, FILE_EXTENSION, KINDS
+
+    stream = cfn["ArchiveDeliveryStream"]["Properties"]
+    assert stream["DeliveryStreamType"] == "KinesisStreamAsSource"
+    source = stream["KinesisStreamSourceConfiguration"]
+    assert source["KinesisStreamARN"] == {"Fn::GetAtt": ["EventStream", "Arn"]}
+    assert source["RoleARN"] == {"Fn::GetAtt": ["ArchiveDeliveryRole", "Arn"]}
+    s3 = stream["ExtendedS3DestinationConfiguration"]
+    assert s3["BucketARN"] == {"Fn::GetAtt": ["ArchiveBucket", "Arn"]}
+    assert s3["CompressionFormat"] == "GZIP" and s3["FileExtension"] == FILE_EXTENSION
+    # The local archive (infra/local/archive.py) writes the same layout: prefix, kinds, error prefix.
+    assert (
+        s3["Prefix"]
+        == f"{EVENTS_PREFIX}/kind=!{{partitionKeyFromQuery:kind}}/dt=!{{partitionKeyFromQuery:dt}}/"
+    )
+    assert s3["ErrorOutputPrefix"].startswith("errors/!{firehose:error-output-type}/dt=")
+    assert ERRORS_PREFIX.startswith("errors/")
+    assert s3["DynamicPartitioningConfiguration"]["Enabled"] is True
+    assert s3["BufferingHints"]["SizeInMBs"] >= 64  # the minimum with dynamic partitioning
+    processors = {p["Type"]: {q["ParameterName"]: q["ParameterValue"] for q in p["Parameters"]}
+                  for p in s3["ProcessingConfiguration"]["Processors"]}  # fmt: skip
+    extraction = processors["MetadataExtraction"]
+    assert extraction["JsonParsingEngine"] == "JQ-1.6"
+    query = extraction["MetadataExtractionQuery"]
+    assert (
+        all(f'"{kind}"' in query for kind in KINDS)
+        and 'strftime("%Y-%m-%d")' in query
+        and ".ts / 1000" in query
+    )
+    assert processors["AppendDelimiterToRecord"]["Delimiter"] == "\\n"  # one record per line
+    assert s3["CloudWatchLoggingOptions"]["Enabled"] is True
+
+
+def test_firehose_role_reads_only_the_stream_and_writes_only_the_archive(cfn):
+    trust = cfn["ArchiveDeliveryRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"] for s in trust] == [{"Service": "firehose.amazonaws.com"}]
+    assert trust[0]["Condition"] == {"StringEquals": {"sts:ExternalId": {"Ref": "AWS::AccountId"}}}
+    assert "ManagedPolicyArns" not in cfn["ArchiveDeliveryRole"]["Properties"]
+    policy = cfn["ArchiveDeliveryPolicy"]["Properties"]
+    assert policy["Roles"] == [{"Ref": "ArchiveDeliveryRole"}]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert all(s["Effect"] == "Allow" and "*" not in json.dumps(s["Action"]) for s in statements.values())
+    read = statements["ReadTheEventStream"]
+    assert set(read["Action"]) == {
+        "kinesis:DescribeStream",
+        "kinesis:GetShardIterator",
+        "kinesis:GetRecords",
+        "kinesis:ListShards",
+    }
+    assert read["Resource"] == {"Fn::GetAtt": ["EventStream", "Arn"]}
+    write = statements["WriteArchiveObjects"]
+    assert "s3:PutObject" in write["Action"] and "s3:DeleteObject" not in write["Action"]
+    assert write["Resource"] == [
+        {"Fn::Sub": "${ArchiveBucket.Arn}/events/*"},
+        {"Fn::Sub": "${ArchiveBucket.Arn}/errors/*"},
+    ]
+    assert statements["ListTheArchiveBucket"]["Resource"] == {"Fn::GetAtt": ["ArchiveBucket", "Arn"]}
+    assert statements["LogDeliveryErrors"]["Resource"] == {"Fn::GetAtt": ["ArchiveDeliveryLogGroup", "Arn"]}
+    # The stream uses the AWS managed key aws/kinesis: readers need no kms statement.
+    assert cfn["EventStream"]["Properties"]["StreamEncryption"]["KeyId"] == "alias/aws/kinesis"
+    assert not any(a.startswith("kms:") for s in statements.values() for a in s["Action"])
+
+
+def test_glue_table_matches_the_stream_record_with_projected_kind_and_day_partitions(cfn):
+    from rtrec.events import Event
+
+    database = cfn["ArchiveDatabase"]["Properties"]["DatabaseInput"]
+    assert "archive" in json.dumps(database["Name"])
+    table = cfn["ArchiveEventsTable"]["Properties"]
+    assert table["DatabaseName"] == {"Ref": "ArchiveDatabase"}
+    inputs = table["TableInput"]
+    assert inputs["Name"] == "events"  # the view name dataio.archive gives the archive in DuckDB
+    assert [(k["Name"], k["Type"]) for k in inputs["PartitionKeys"]] == [("kind", "string"), ("dt", "string")]
+    columns = {c["Name"]: c["Type"] for c in inputs["StorageDescriptor"]["Columns"]}
+    record = Event(
+        user_id="u", event_id="e", item_id="i", type="rating", ts=1, value=4.0, session_id="s",
+        recommendation_id="r", context={"k": "v"},
+    ).to_record()  # fmt: skip
+    assert set(columns) == set(record)
+    assert (
+        columns["ts"] == "bigint"
+        and columns["value"] == "double"
+        and columns["context"] == "map<string,string>"
+    )
+    assert (
+        inputs["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"]
+        == "org.openx.data.jsonserde.JsonSerDe"
+    )
+    assert inputs["StorageDescriptor"]["Location"] == {"Fn::Sub": "s3://${ArchiveBucket}/events/"}
+    projection = inputs["Parameters"]
+    assert projection["projection.enabled"] == "true"
+    assert projection["projection.kind.values"] == "event,impression"
+    assert (projection["projection.dt.type"], projection["projection.dt.format"]) == ("date", "yyyy-MM-dd")
+    assert projection["storage.location.template"] == {
+        "Fn::Sub": "s3://${ArchiveBucket}/events/kind=${!kind}/dt=${!dt}/"
+    }
+    items = cfn["ArchiveItemsTable"]["Properties"]["TableInput"]
+    assert items["Name"] == "items"
+    assert {c["Name"]: c["Type"] for c in items["StorageDescriptor"]["Columns"]}[
+        "categories"
+    ] == "array<string>"
+
+
+def test_archive_alarms_and_outputs(cfn):
+    delivery = {"Ref": "ArchiveDeliveryStream"}
+    behind = cfn[_alarm_on(cfn, "AWS/Firehose", "KinesisMillisBehindLatest", DeliveryStreamName=delivery)]
+    assert behind["Properties"]["Threshold"] < 24 * 3600 * 1000  # well before the stream's retention
+    failed = cfn[_alarm_on(cfn, "AWS/Firehose", "DeliveryToS3.Success", DeliveryStreamName=delivery)]
+    assert failed["Properties"]["ComparisonOperator"] == "LessThanThreshold"
+    outputs = translate()["Outputs"]
+    assert outputs["ArchiveBucketName"]["Value"] == {"Ref": "ArchiveBucket"}
+    assert outputs["ArchiveDeliveryStreamName"]["Value"] == {"Ref": "ArchiveDeliveryStream"}
+    assert outputs["ArchiveDatabaseName"]["Value"] == {"Ref": "ArchiveDatabase"}

@@ -27,7 +27,7 @@ import numpy as np
 
 from dataio import movielens as data_module
 from dataio.movielens import GENRES
-from infra.local.stack import REPO_ROOT, LocalStack, configure_logging
+from infra.local.stack import DEFAULT_ARCHIVE_DIR, REPO_ROOT, LocalStack, configure_logging
 from rtrec.features import Catalog
 
 MODEL_DIR = REPO_ROOT / "layers" / "model" / "model"
@@ -230,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         "PER_USER_EVENT_RATE": "0",
         "PER_USER_REQUEST_RATE": "0",
     }
-    stack = LocalStack(environment=environment, poll_interval_s=0.05, drop_metric_lines=True)
+    stack = LocalStack(
+        environment=environment, poll_interval_s=0.05, drop_metric_lines=True, archive_dir=DEFAULT_ARCHIVE_DIR
+    )
     stack.start()
     try:
         api = Api(stack)
@@ -306,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             print("      no probe became visible within 30 s")
+        if stack.archive is not None:
+            print(
+                f"      event archive: {stack.archive.records} records under {stack.archive.root}/events/ "
+                f"(query it: python -m dataio.archive {stack.archive.root})"
+            )
     finally:
         t_stop = time.perf_counter()
         stack.stop()

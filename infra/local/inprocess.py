@@ -3,6 +3,8 @@
 No servers and no threads: the streaming replay evaluation (`evaluation/replay.py`) uses it to
 push tens of thousands of events through the real ingest and recommend handlers quickly. The
 functions are deployed and wired exactly as in the local stack (`runtime.FunctionHost`).
+With `archive_dir`, every batch given to `ingest` is also written to the event archive there, as
+the template's Firehose would (`infra.local.archive`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from moto import mock_aws
 
+from infra.local.archive import LocalArchive
 from infra.local.aws import KinesisSource
 from infra.local.http_api import build_http_event
 from infra.local.poller import kinesis_event_record
@@ -33,8 +36,10 @@ class InProcessService:
         environment: dict[str, str] | None = None,
         region: str | None = None,
         drop_metric_lines: bool = False,
+        archive_dir: str | Path | None = None,
     ) -> None:
         self.template = Template(template_path)
+        self.archive = LocalArchive(archive_dir, name="rtrec-inprocess-archive") if archive_dir else None
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.host = FunctionHost(self.template, self.region, environment, drop_metric_lines)
         self.stream_source: KinesisSource | None = None
@@ -108,6 +113,9 @@ class InProcessService:
         if self.stream_source is None:
             raise RuntimeError("the template has no Kinesis event source")
         function = self.functions[self.stream_source.function_id]
+        records = list(records)
+        if self.archive is not None:
+            self.archive.write([data for _, data in records])
         batch = []
         for partition_key, data in records:
             self._sequence += 1

@@ -16,6 +16,10 @@ settings, as moto's Lambda reports them, the way Lambda applies them:
 
 A shard is processed in order by one thread (ParallelizationFactor is treated as 1,
 which keeps the same per-key ordering guarantee).
+
+With ``archive`` given, every batch read from the stream is handed to it as it is read, before and
+independently of the function (the template's Firehose is a stream consumer of its own, which moto
+does not run: see ``infra.local.archive``).
 """
 
 from __future__ import annotations
@@ -90,8 +94,10 @@ class KinesisPoller:
         send_to_destination: Callable[[dict], None] | None,
         poll_interval_s: float = 0.1,
         retry_backoff_s: float = 0.1,
+        archive: Callable[[list[bytes]], object] | None = None,
     ) -> None:
         self.source = source
+        self.archive = archive
         self.function = function
         self.kinesis = kinesis_client
         self.stream_name = source.stream_name
@@ -174,6 +180,8 @@ class KinesisPoller:
                     continue
                 iterator = response["NextShardIterator"]
                 got = response["Records"]
+                if got and self.archive is not None:
+                    self._archive(got)
                 if got and not buffer:
                     first_buffered_at = time.monotonic()
                 buffer.extend(got)
@@ -193,6 +201,14 @@ class KinesisPoller:
                     wait = min(wait, max(0.0, window_left))
                 self._stop.wait(wait)
         self._busy[shard_id] = False
+
+    def _archive(self, records: list[dict]) -> None:
+        if self.archive is None:
+            return
+        try:
+            self.archive([r["Data"] for r in records])
+        except Exception:
+            log.exception("archiving %d record(s) of %s failed", len(records), self.stream_name)
 
     # -- delivery with the mapping's error handling -------------------------------------------
     def _deliver(self, shard_id: str, records: list[dict]) -> None:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from infra.local.archive import LocalArchive, archived_streams
 from infra.local.auth import LocalIdentityProvider
 from infra.local.aws import MotoServer
 from infra.local.http_api import BoundRoute, LocalHttpApi
@@ -28,6 +29,7 @@ log = logging.getLogger("local.stack")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 DEFAULT_KEY_FILE = REPO_ROOT / ".cache" / "local-signing-key.pem"
+DEFAULT_ARCHIVE_DIR = REPO_ROOT / ".cache" / "archive"  # the event archive's layout (infra/local/archive.py)
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(name)-13s %(levelname)-7s %(message)s"
 
 
@@ -45,8 +47,11 @@ class LocalStack:
         poll_interval_s: float = 0.1,
         environment: dict[str, str] | None = None,
         drop_metric_lines: bool = False,
+        archive_dir: str | Path | None = None,
     ) -> None:
+        """``archive_dir``: write the event archive there (streams a Firehose of the template reads)."""
         self.template = Template(template_path)
+        self.archive = LocalArchive(archive_dir) if archive_dir else None
         self.host = host
         self.api_port = api_port
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -89,6 +94,7 @@ class LocalStack:
                 destination = sqs_destination(clients["sqs"], queue_url)
             elif source.on_failure_arn:
                 log.warning("OnFailure %s is not an SQS queue: not delivered locally", source.on_failure_arn)
+            archive = self._archive_for(source.stream_name)
             poller = KinesisPoller(
                 source,
                 self.functions[source.function_id],
@@ -96,6 +102,7 @@ class LocalStack:
                 region=self.region,
                 send_to_destination=destination,
                 poll_interval_s=self.poll_interval_s,
+                archive=archive.write if archive else None,
             )
             self._started.append(poller)
             poller.start()
@@ -124,6 +131,18 @@ class LocalStack:
         )
         self._started.append(self.api)
         self.api.start()
+
+    def _archive_for(self, stream_name: str) -> LocalArchive | None:
+        """The archive when the template's Firehose reads this stream (moto's Firehose never does)."""
+        if self.archive is None:
+            return None
+        refs = self.functions_host.deployment.refs
+        if not any(
+            refs.get(stream_id) == stream_name for stream_id in archived_streams(self.template.document)
+        ):
+            return None
+        log.info("archiving %s to %s (as the template's Firehose would)", stream_name, self.archive.root)
+        return self.archive
 
     def _cors(self, resolver: Resolver, api_ids: list[str]) -> dict | None:
         cors = resolver(self.template.http_api_cors(api_ids[0])) if api_ids else None
@@ -212,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", help="write the stack's endpoints here (JSON) once it is up")
     parser.add_argument("--sub", default="local-user", help="user id of the printed token")
     parser.add_argument("--log-level", default=os.environ.get("LOCAL_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--archive-dir",
+        default=os.environ.get("LOCAL_ARCHIVE_DIR", str(DEFAULT_ARCHIVE_DIR)),
+        help="where the event archive goes (events/kind=<kind>/dt=<day>/*.jsonl.gz); empty = no archive",
+    )
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
 
@@ -220,7 +244,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     key_file = Path(args.key_file)
-    stack = LocalStack(args.template, api_port=args.port, signing_key_pem=load_or_create_key(key_file))
+    stack = LocalStack(
+        args.template,
+        api_port=args.port,
+        signing_key_pem=load_or_create_key(key_file),
+        archive_dir=args.archive_dir or None,
+    )
     try:
         stack.start()
         if stack.identity:

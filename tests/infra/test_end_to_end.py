@@ -6,6 +6,8 @@ the real template, the real handlers, the real model artifact.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import os
 import signal
@@ -34,7 +36,7 @@ def start_stack(work: Path) -> dict:
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     command = [sys.executable, "-m", "infra.local.stack", "--port", "0", "--ready-file", str(ready)]
-    command += ["--key-file", str(key), "--log-level", "INFO"]
+    command += ["--key-file", str(key), "--log-level", "INFO", "--archive-dir", str(work / "archive")]
     with log.open("w") as output:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
@@ -45,7 +47,7 @@ def start_stack(work: Path) -> dict:
         time.sleep(0.2)
     info = json.loads(ready.read_text())
     identity = LocalIdentityProvider.from_key_file(key, info["issuer"], info["audiences"])
-    return {"info": info, "identity": identity, "process": process, "log": log}
+    return {"info": info, "identity": identity, "process": process, "log": log, "archive": work / "archive"}
 
 
 def stop_stack(process: subprocess.Popen) -> int:
@@ -136,8 +138,46 @@ def test_poison_record_lands_in_the_dead_letter_queue(local_stack):
 
     letter = wait_for(poison_letter, timeout_s=30)
     assert "not valid JSON" in letter["reason"]
+    # The archive, like Firehose, puts a record it cannot partition under errors/, not events/.
+    errors = wait_for(lambda: archived(local_stack["archive"], "errors") or None, timeout_s=10)
+    raw = {base64.b64decode(r["rawData"]) for records in errors.values() for r in records}
+    assert b"{not json" in raw
     # Only the local poller delivers stream records: moto's own Lambda (Docker) never tries to.
     assert "docker" not in local_stack["log"].read_text().lower()
+
+
+def archived(root: Path, prefix: str) -> dict[Path, list[dict]]:
+    """The archive's JSON lines under ``prefix``, by file."""
+    return {
+        path: [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
+        for path in sorted(root.glob(f"{prefix}/**/*.jsonl.gz"))
+    }
+
+
+def test_accepted_events_land_in_the_archive_by_kind_and_day(local_stack):
+    user = "e2e-archived"
+    now = int(time.time() * 1000)
+    events = [
+        {"event_id": f"arch-{i}", "item_id": str(50 + i), "type": "click", "timestamp": now - i}
+        for i in range(3)
+    ]
+    status, accepted = call(local_stack, "POST", "/v1/events", user, {"events": events})
+    assert (status, accepted["accepted"]) == (202, 3)
+
+    def users_files():
+        found = {
+            path: [r for r in records if r["user_id"] == user]
+            for path, records in archived(local_stack["archive"], "events").items()
+        }
+        found = {path: records for path, records in found.items() if records}
+        return found if sum(len(records) for records in found.values()) >= 3 else None
+
+    found = wait_for(users_files, timeout_s=30)
+    records = [r for rs in found.values() for r in rs]
+    assert sorted(r["event_id"] for r in records) == ["arch-0", "arch-1", "arch-2"]  # each exactly once
+    for path, records in found.items():
+        days = {time.strftime("%Y-%m-%d", time.gmtime(r["ts"] // 1000)) for r in records}
+        assert path.parent.parent.name == "kind=event" and {path.parent.name} == {f"dt={d}" for d in days}
 
 
 def test_ctrl_c_stops_everything_cleanly(tmp_path):
