@@ -915,3 +915,63 @@ def test_archive_alarms_and_outputs(cfn):
     assert outputs["ArchiveBucketName"]["Value"] == {"Ref": "ArchiveBucket"}
     assert outputs["ArchiveDeliveryStreamName"]["Value"] == {"Ref": "ArchiveDeliveryStream"}
     assert outputs["ArchiveDatabaseName"]["Value"] == {"Ref": "ArchiveDatabase"}
+
+
+# ---------- model registry ----------
+
+MODEL_BUCKET_NAME = {
+    "Fn::Join": ["-", ["rtrec-models", {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}]]
+}
+MODEL_POINTER_NAME = {"Fn::Sub": "/${AWS::StackName}/model-pointer"}
+
+
+def test_model_registry_bucket_pointer_and_the_functions_that_follow_it(cfn):
+    bucket = cfn["ModelBucket"]
+    assert bucket["Type"] == "AWS::S3::Bucket"
+    assert bucket["DeletionPolicy"] == "Retain" and bucket["UpdateReplacePolicy"] == "Retain"
+    p = bucket["Properties"]
+    assert p["BucketName"] == MODEL_BUCKET_NAME
+    assert p["VersioningConfiguration"] == {"Status": "Enabled"}
+    (rule,) = p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert all(p["PublicAccessBlockConfiguration"].values()) and len(p["PublicAccessBlockConfiguration"]) == 4
+    pointer = cfn["ModelPointer"]["Properties"]
+    assert cfn["ModelPointer"]["Type"] == "AWS::SSM::Parameter"
+    assert pointer["Type"] == "String" and pointer["Name"] == MODEL_POINTER_NAME
+    assert pointer["Value"] == "bootstrap"  # rtrec.registry.BOOTSTRAP: the ModelLayer
+    # The names reach the functions as values, not references: the local stack makes neither resource.
+    for function in ("RecommendFunction", "IngestFunction"):
+        variables = cfn[function]["Properties"]["Environment"]["Variables"]
+        assert variables["MODEL_BUCKET"] == MODEL_BUCKET_NAME, function
+        assert variables["MODEL_POINTER"] == MODEL_POINTER_NAME, function
+        assert 1 <= int(variables["MODEL_POINTER_MAX_AGE_S"]) <= 3600, function
+        assert variables["MODEL_DIR"] == "/opt/model", function  # the bootstrap
+    for function in ("CollectFunction", "CatalogFunction"):
+        assert "MODEL_POINTER" not in cfn[function]["Properties"]["Environment"]["Variables"], function
+    outputs = translate()["Outputs"]
+    assert outputs["ModelBucketName"]["Value"] == {"Ref": "ModelBucket"}
+    assert outputs["ModelPointerName"]["Value"] == {"Ref": "ModelPointer"}
+
+
+def test_only_recommend_and_ingest_may_read_model_versions_and_the_pointer(cfn):
+    grants: dict[str, set] = {}
+    for policy in of_type(cfn, "AWS::IAM::Policy").values():
+        for role in policy["Properties"]["Roles"]:
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                for action in _actions(statement):
+                    grants.setdefault(role["Ref"], set()).add((action, json.dumps(statement["Resource"])))
+    for role in cfn:
+        for statement in _statements(cfn[role]) if cfn[role]["Type"] == "AWS::IAM::Role" else ():
+            for action in _actions(statement):
+                grants.setdefault(role, set()).add((action, json.dumps(statement["Resource"])))
+    pointer_arn = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${ModelPointer}"
+    registry = {
+        ("s3:GetObject", json.dumps({"Fn::Sub": "${ModelBucket.Arn}/models/*"})),
+        ("ssm:GetParameter", json.dumps({"Fn::Sub": pointer_arn})),
+    }
+    readers = {role for role, granted in grants.items() if granted & registry}
+    assert readers == {"RecommendFunctionRole", "IngestFunctionRole"}
+    assert grants["RecommendFunctionRole"] >= registry and grants["IngestFunctionRole"] >= registry
+    # Nothing in the stack writes the registry: publishing and rollback are operator actions.
+    on_registry = {g for granted in grants.values() for g in granted if "Model" in g[1]}
+    assert on_registry == registry

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from rtrec.features import Catalog
 from rtrec.ingest import BatchIngestor, IngestPolicy, kinesis_records
-from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher
+from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher, cached_pointer
 from rtrec.settings import IngestSettings, ModelRegistrySettings
 from rtrec.stores.clients import aws_client
 from rtrec.stores.dead_letters import DeadLetterQueue
@@ -83,10 +83,6 @@ def follow_registry(
     source = ModelSource(aws_client("s3", registry.s3), registry.bucket, registry.cache_dir)
     bootstrap = layer_version(model_dir)
 
-    def read_pointer() -> str | None:
-        value = pointers.get(registry.pointer, max_age=registry.pointer_max_age_s)
-        return str(value).strip() if value is not None else None
-
     def load(version: str) -> Catalog:
         catalog: Catalog = source.load(version).catalog
         source.prune({version})
@@ -99,7 +95,7 @@ def follow_registry(
         return catalog
 
     return ModelWatcher(
-        read_pointer,
+        cached_pointer(pointers.get, registry.pointer, registry.pointer_max_age_s),
         load,
         load_bootstrap,
         loaded_version=bootstrap,

@@ -44,7 +44,7 @@ from rtrec.limits import PerUserLimiter
 from rtrec.live_catalog import LiveCatalog
 from rtrec.ranking import Pick
 from rtrec.recommender import Outcome, Recommender, RecommenderConfig
-from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher
+from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher, cached_pointer
 from rtrec.settings import ModelRegistrySettings, RecommendSettings
 from rtrec.stores.catalog import CatalogStore
 from rtrec.stores.clients import aws_client
@@ -129,10 +129,6 @@ def follow_registry(registry: ModelRegistrySettings | None) -> ModelWatcher[Reco
     pointers = SSMProvider(boto3_client=aws_client("ssm", registry.ssm))
     source = ModelSource(aws_client("s3", registry.s3), registry.bucket, registry.cache_dir)
 
-    def read_pointer() -> str | None:
-        value = pointers.get(registry.pointer, max_age=registry.pointer_max_age_s)
-        return str(value).strip() if value is not None else None
-
     def load(version: str) -> Recommender:
         scorer = source.load(version)  # downloaded, checked against its manifest, smoke-scored
         source.prune({version, recommender.model_version or ""})
@@ -145,7 +141,7 @@ def follow_registry(registry: ModelRegistrySettings | None) -> ModelWatcher[Reco
         return with_live_catalog(serving)
 
     return ModelWatcher(
-        read_pointer,
+        cached_pointer(pointers.get, registry.pointer, registry.pointer_max_age_s),
         load,
         load_bootstrap,
         loaded_version=recommender.model_version or _BOOTSTRAP_VERSION,

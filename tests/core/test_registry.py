@@ -299,3 +299,21 @@ def test_an_unreadable_or_missing_pointer_keeps_the_loaded_model():
     pointer["value"] = None
     clock.now += 60
     assert w.poll() is None and loads == [] and w.loaded_version == "layer-v"
+
+
+def test_the_cached_pointer_reads_a_missing_parameter_as_none_and_lets_other_errors_through(clients):
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+    _s3, ssm = clients
+    provider = SSMProvider(boto3_client=ssm)
+    read = registry.cached_pointer(provider.get, POINTER, 60)
+    assert read() == BOOTSTRAP
+    ssm.put_parameter(Name=POINTER, Value="v2", Type="String", Overwrite=True)
+    assert read() == BOOTSTRAP  # cached for its max age: no SSM call per request
+    assert registry.cached_pointer(provider.get, "/no/such/pointer", 60)() is None
+
+    def unreachable(name, max_age):
+        raise ConnectionError("ssm unreachable")
+
+    with pytest.raises(ConnectionError):
+        registry.cached_pointer(unreachable, POINTER, 60)()

@@ -143,6 +143,25 @@ def read_pointer(ssm: Any, pointer_name: str) -> str | None:
     return str(value).strip() or None
 
 
+def cached_pointer(get: Callable[..., Any], pointer_name: str, max_age_s: int) -> Callable[[], str | None]:
+    """The pointer through a caching getter (Powertools ``SSMProvider.get``: one SSM call per max age).
+
+    A parameter that does not exist reads as None (nothing to follow: the loaded model stays, quietly);
+    other errors propagate to the watcher, which reports them.
+    """
+
+    def read() -> str | None:
+        try:
+            value = get(pointer_name, max_age=max_age_s)
+        except Exception as error:
+            if "ParameterNotFound" in f"{error} {error.__cause__}":
+                return None
+            raise
+        return None if value is None else str(value).strip()
+
+    return read
+
+
 def move_pointer(ssm: Any, pointer_name: str, version: str) -> None:
     ssm.put_parameter(Name=pointer_name, Value=version, Type="String", Overwrite=True)
 
