@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # The core package lives in layers/core (on /opt/python in Lambda); scripts import it like the tests do.
 export PYTHONPATH := $(CURDIR)/layers/core:$(CURDIR)
 
-.PHONY: bench-peer bench-scale cost help venv venv-312 lint test test-312 lock build model evaluate replay demo local bench openapi clean
+.PHONY: publish-model rollback bench-peer bench-scale cost help venv venv-312 lint test test-312 lock build model evaluate replay demo local bench openapi clean
 
 help:
 	@echo "make demo      run the whole service locally (moto + real handlers) and show it working"
@@ -40,6 +40,8 @@ help:
 	@echo "make bench     run the benchmarks -> bench/results/*.json"
 	@echo "make openapi   regenerate docs/openapi.json from the recommend routes"
 	@echo "make build     sam build"
+	@echo "make publish-model  publish layers/model/model (MODEL=dir) to the registry and make it live"
+	@echo "make rollback VERSION=...  point the live model back at a published version (or bootstrap)"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -178,6 +180,19 @@ bench-scale: venv $(ANN_VENV)/.installed
 
 cost: venv
 	$(PY) scripts/cost_model.py --json bench/results/cost.json
+
+# The model registry (docs/ARCHITECTURE.md, "Model registry and hot swap"). BUCKET and POINTER default to
+# the stack's outputs (STACK, default rtrec); ENDPOINT_URL targets a local moto server. Against AWS the
+# fake credentials this Makefile exports for offline tools are dropped, so your own profile is used.
+REGISTRY_ARGS = $(if $(BUCKET),--bucket $(BUCKET)) $(if $(POINTER),--pointer $(POINTER)) \
+	$(if $(STACK),--stack-name $(STACK)) $(if $(ENDPOINT_URL),--endpoint-url $(ENDPOINT_URL))
+REGISTRY_ENV = env $(if $(ENDPOINT_URL),,$(if $(filter testing,$(AWS_ACCESS_KEY_ID)),-u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY))
+publish-model: venv
+	$(REGISTRY_ENV) $(PY) scripts/publish_model.py --dir $(or $(MODEL),layers/model/model) $(REGISTRY_ARGS)
+
+rollback: venv
+	@test -n "$(VERSION)" || { echo "usage: make rollback VERSION=<published version or bootstrap>" >&2; exit 1; }
+	$(REGISTRY_ENV) $(PY) scripts/rollback_model.py $(VERSION) $(REGISTRY_ARGS)
 
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache .hypothesis model_build/.work

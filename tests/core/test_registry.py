@@ -317,3 +317,41 @@ def test_the_cached_pointer_reads_a_missing_parameter_as_none_and_lets_other_err
 
     with pytest.raises(ConnectionError):
         registry.cached_pointer(unreachable, POINTER, 60)()
+
+
+# ---------- the operator scripts (make publish-model, make rollback) ----------
+
+
+def _script(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"rtrec_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_publish_and_rollback_scripts(clients, tmp_path, capsys):
+    _s3, ssm = clients
+    publish_model, rollback_model = _script("publish_model"), _script("rollback_model")
+    names = ["--bucket", BUCKET, "--pointer", POINTER]
+    assert publish_model.main(["--dir", str(MODEL_DIR), *names, "--window-end", "2026-11-29T00:00:00Z"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["version"] == LAYER_VERSION and manifest["parent"] == BOOTSTRAP
+    assert manifest["data_window"]["end"] == "2026-11-29T00:00:00Z"
+    assert manifest["data_window"]["time_cutoff"] == 889237269  # from metadata.json's data
+    assert manifest["metrics"]["test_quantized"]["NDCG@10"] > 0.1
+    assert publish_model.main(["--dir", str(model_variant(tmp_path, "v2")), *names]) == 0
+    assert read_pointer(ssm, POINTER) == "v2"
+    broken = model_variant(tmp_path, "v3")
+    (broken / "model.tflite").write_bytes(b"not a model")
+    assert publish_model.main(["--dir", str(broken), *names]) == 1  # validated first: nothing moves
+    assert read_pointer(ssm, POINTER) == "v2"
+    capsys.readouterr()
+    assert rollback_model.main([LAYER_VERSION, *names]) == 0
+    assert read_pointer(ssm, POINTER) == LAYER_VERSION
+    assert rollback_model.main(["v9", *names]) == 1
+    assert rollback_model.main(["--list", *names]) == 0
+    listing = capsys.readouterr().out
+    assert f"* {LAYER_VERSION}" in listing and "  v2" in listing and "v3" not in listing
