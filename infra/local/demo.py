@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from dataio import movielens as data_module
-from dataio.movielens import GENRES
 from infra.local.stack import DEFAULT_ARCHIVE_DIR, REPO_ROOT, LocalStack, configure_logging
 from rtrec.features import Catalog
 
@@ -133,12 +132,12 @@ def burst_for(user_interests: dict[str, float], catalog: Catalog, seen: set[str]
     """The genre this user cares least about (among distinctive ones) and its most popular unseen movies."""
     candidates = ["Horror", "Children's", "Sci-Fi", "Romance", "Musical", "Western"]
     genre = min(candidates, key=lambda g: user_interests.get(g, 0.0))
-    genre_index = GENRES.index(genre)
+    genre_index = catalog.categories.index(genre)
     order = np.argsort(-catalog.popularity, kind="stable")
     items = [
         catalog.item_ids[i]
         for i in order
-        if genre_index in catalog.genre_ids[i] and catalog.item_ids[i] not in seen
+        if genre_index in catalog.category_ids[i] and catalog.item_ids[i] not in seen
     ]
     return genre, items[:BURST_SIZE]
 
@@ -311,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         if stack.archive is not None:
             print(
                 f"      event archive: {stack.archive.records} records under {stack.archive.root}/events/ "
-                f"(query it: python -m dataio.archive {stack.archive.root})"
+                f"(query it: PYTHONPATH=layers/core .venv/bin/python -m dataio.archive {stack.archive.root})"
             )
     finally:
         t_stop = time.perf_counter()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,33 @@ def test_the_in_process_harness_archives_each_ingested_batch(tmp_path):
         batch = [("u1", record("x1", NOV_30 + 1)), ("u1", record("x2", NOV_30 + 2))]
         assert service.ingest(batch) == {"batchItemFailures": []}
     assert lines_under(archive_dir / "events" / "kind=event" / "dt=2025-11-30") == [data for _, data in batch]
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="no jq on PATH")
+def test_the_templates_jq_query_and_the_local_rule_agree():
+    """Firehose runs the template's query with jq 1.6; the local archive must partition as it does."""
+    (stream,) = Template(REPO_ROOT / "template.yaml").of_type("AWS::KinesisFirehose::DeliveryStream").values()
+    processors = stream["Properties"]["ExtendedS3DestinationConfiguration"]["ProcessingConfiguration"][
+        "Processors"
+    ]
+    (extraction,) = [p for p in processors if p["Type"] == "MetadataExtraction"]
+    query = next(
+        p["ParameterValue"]
+        for p in extraction["Parameters"]
+        if p["ParameterName"] == "MetadataExtractionQuery"
+    )
+    samples = [
+        record("a", NOV_30),
+        record("b", NOV_30 - 1),
+        record("c", NOV_30 + DAY_MS - 1, kind="impression"),
+        record("d", NOV_30, kind="other"),
+        record("e", 946_684_800_000),  # 2000-01-01, the oldest timestamp the API accepts
+        b'{"ts": 1764460800123.5}',
+    ]
+    for data in samples:
+        answer = subprocess.run(["jq", "-c", query], input=data, capture_output=True, check=True).stdout
+        partition = json.loads(answer)
+        assert (partition["kind"], partition["dt"]) == partition_of(data), data
+    for bad in (b"{not json", b'{"user_id": "u"}'):
+        assert subprocess.run(["jq", "-c", query], input=bad, capture_output=True).returncode != 0
+        assert partition_of(bad) is None
