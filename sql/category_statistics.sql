@@ -15,7 +15,7 @@ WITH windowed AS (
         AND user_id IS NOT NULL AND event_id IS NOT NULL AND item_id IS NOT NULL AND ts IS NOT NULL
         AND type IN ('view', 'click', 'add_to_cart', 'purchase', 'rating', 'skip')
 ),
-interactions AS (
+deduplicated AS (
     SELECT user_id, event_id, item_id, type, value, ts, session_id FROM windowed WHERE copy_rank = 1
 ),
 item_categories AS (
@@ -34,7 +34,7 @@ category_interactions AS (
         COUNT(DISTINCT x.item_id) AS items_interacted,
         COUNT(CASE WHEN x.type = 'purchase' THEN 1 END) AS purchases,
         AVG(CASE WHEN x.type = 'rating' THEN x.value END) AS mean_rating
-    FROM interactions AS x
+    FROM deduplicated AS x
     JOIN item_categories AS ic ON ic.item_id = x.item_id
     GROUP BY ic.category
 )

@@ -17,7 +17,7 @@ WITH windowed AS (
         AND user_id IS NOT NULL AND event_id IS NOT NULL AND item_id IS NOT NULL AND ts IS NOT NULL
         AND type IN ('view', 'click', 'add_to_cart', 'purchase', 'rating', 'skip')
 ),
-interactions AS (
+deduplicated AS (
     SELECT user_id, event_id, item_id, type, value, ts, session_id FROM windowed WHERE copy_rank = 1
 )
 SELECT
@@ -29,5 +29,5 @@ SELECT
     value,
     ts,
     session_id
-FROM interactions
+FROM deduplicated
 ORDER BY user_id, step

@@ -13,7 +13,7 @@ WITH windowed AS (
         AND user_id IS NOT NULL AND event_id IS NOT NULL AND item_id IS NOT NULL AND ts IS NOT NULL
         AND type IN ('view', 'click', 'add_to_cart', 'purchase', 'rating', 'skip')
 ),
-interactions AS (
+deduplicated AS (
     SELECT user_id, event_id, item_id, type, value, ts, session_id FROM windowed WHERE copy_rank = 1
 )
 SELECT
@@ -29,6 +29,6 @@ SELECT
     AVG(CASE WHEN type = 'rating' THEN value END) AS mean_rating,
     MIN(ts) AS first_ts,
     MAX(ts) AS last_ts
-FROM interactions
+FROM deduplicated
 GROUP BY item_id
 ORDER BY interactions DESC, item_id

@@ -204,7 +204,7 @@ def test_archive_spec_in_adapter_for(archive):
 def test_the_sql_files_share_the_window_parameters_and_the_event_rules():
     texts = {name: sql_text(name) for name in QUERIES}
     assert sorted(p.stem for p in SQL_DIR.glob("*.sql")) == sorted(QUERIES)
-    shared = re.compile(r"WITH windowed AS \(.*?\ninteractions AS \(.*?\n\)", re.DOTALL)
+    shared = re.compile(r"WITH windowed AS \(.*?\ndeduplicated AS \(.*?\n\)", re.DOTALL)
     ctes = {name: shared.search(text).group(0) for name, text in texts.items()}
     assert len(set(ctes.values())) == 1  # the same window, event rules and de-duplication everywhere
     for name, text in texts.items():
@@ -213,3 +213,15 @@ def test_the_sql_files_share_the_window_parameters_and_the_event_rules():
         assert not text.rstrip().endswith(";"), name  # Athena's StartQueryExecution takes one statement
     types = re.search(r"type IN \(([^)]*)\)", ctes["item_popularity"]).group(1)
     assert [t.strip().strip("'") for t in types.split(",")] == list(EVENT_TYPES)
+
+
+def test_popularity_and_categories_are_ordered_by_interactions_then_name(tmp_path):
+    day = NOV_28 + 1000
+    lines = [event(f"u{n}", f"e{n}", "b-item", "view", day + n) for n in range(3)]
+    write_file(tmp_path, "event", "2025-11-28", "x", [*lines, event("u9", "e9", "a-item", "view", day)])
+    connection = connect(tmp_path, [CatalogItem("a-item", ("aa",)), CatalogItem("b-item", ("zz",))])
+    _, rows = run_sql(connection, "item_popularity")
+    assert [(r[0], r[1]) for r in rows] == [("b-item", 3), ("a-item", 1)]
+    _, rows = run_sql(connection, "category_statistics")
+    assert [(r[0], r[2]) for r in rows] == [("zz", 3), ("aa", 1)]
+    connection.close()
