@@ -44,7 +44,7 @@ from rtrec.limits import PerUserLimiter
 from rtrec.live_catalog import LiveCatalog
 from rtrec.ranking import Pick
 from rtrec.recommender import Outcome, Recommender, RecommenderConfig
-from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher, cached_pointer
+from rtrec.registry import BOOTSTRAP, Lazy, ModelSource, ModelWatcher, cached_pointer
 from rtrec.settings import ModelRegistrySettings, RecommendSettings
 from rtrec.stores.catalog import CatalogStore
 from rtrec.stores.clients import aws_client
@@ -124,14 +124,13 @@ def follow_registry(registry: ModelRegistrySettings | None) -> ModelWatcher[Reco
     """
     if registry is None:
         return None
-    from aws_lambda_powertools.utilities.parameters import SSMProvider
-
-    pointers = SSMProvider(boto3_client=aws_client("ssm", registry.ssm))
-    source = ModelSource(aws_client("s3", registry.s3), registry.bucket, registry.cache_dir)
+    # The clients are made at the first look (the first request), not at init: cold starts stay as they were.
+    pointers = Lazy(lambda: _ssm_provider(registry))
+    source = Lazy(lambda: ModelSource(aws_client("s3", registry.s3), registry.bucket, registry.cache_dir))
 
     def load(version: str) -> Recommender:
-        scorer = source.load(version)  # downloaded, checked against its manifest, smoke-scored
-        source.prune({version, recommender.model_version or ""})
+        scorer = source().load(version)  # downloaded, checked against its manifest, smoke-scored
+        source().prune({version, recommender.model_version or ""})
         return with_live_catalog(Recommender(scorer.catalog, scorer, config))
 
     def load_bootstrap() -> Recommender:
@@ -141,7 +140,7 @@ def follow_registry(registry: ModelRegistrySettings | None) -> ModelWatcher[Reco
         return with_live_catalog(serving)
 
     return ModelWatcher(
-        cached_pointer(pointers.get, registry.pointer, registry.pointer_max_age_s),
+        cached_pointer(lambda *a, **k: pointers().get(*a, **k), registry.pointer, registry.pointer_max_age_s),
         load,
         load_bootstrap,
         loaded_version=recommender.model_version or _BOOTSTRAP_VERSION,
@@ -149,6 +148,13 @@ def follow_registry(registry: ModelRegistrySettings | None) -> ModelWatcher[Reco
         check_every_s=registry.pointer_max_age_s,
         on_failure=_model_failure,
     )
+
+
+def _ssm_provider(registry: ModelRegistrySettings) -> Any:
+    """Powertools Parameters on a client with the registry's timeouts (its default client has none)."""
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+    return SSMProvider(boto3_client=aws_client("ssm", registry.ssm))
 
 
 def _model_failure(kind: str, message: str, error: BaseException) -> None:

@@ -355,3 +355,10 @@ def test_publish_and_rollback_scripts(clients, tmp_path, capsys):
     assert rollback_model.main(["--list", *names]) == 0
     listing = capsys.readouterr().out
     assert f"* {LAYER_VERSION}" in listing and "  v2" in listing and "v3" not in listing
+
+
+def test_lazy_builds_once_on_first_use():
+    built = []
+    lazy = registry.Lazy(lambda: built.append(1) or "client")
+    assert built == []
+    assert lazy() == "client" and lazy() == "client" and built == [1]

@@ -367,6 +367,19 @@ class ModelSource:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
+class Lazy(Generic[T]):
+    """A value built on first use: the functions' registry clients cost nothing at init (cold start)."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._value: T | None = None
+
+    def __call__(self) -> T:
+        if self._value is None:
+            self._value = self._factory()
+        return self._value
+
+
 @dataclass
 class Swap(Generic[T]):
     """A newly loaded model and the version it is."""
