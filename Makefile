@@ -125,9 +125,9 @@ replay: venv
 # DATA=ecommerce (or a dataset directory) runs the any-catalog demo: import, events, filters, similar items.
 demo: venv
 ifdef DATA
-	$(PY) -m infra.local.catalog_demo --data $(DATA)
+	$(PY) -m demo.catalog --data $(DATA)
 else
-	$(PY) -m infra.local.demo
+	$(PY) -m demo.movielens
 endif
 
 local: venv

@@ -1,6 +1,6 @@
 """Any catalog end to end on the local stack: import, events, recommendations, filters, similar items.
 
-    python -m infra.local.catalog_demo --data ecommerce [--model-dir DIR] [--users 40]
+    python -m demo.catalog --data ecommerce [--model-dir DIR] [--users 40]
 
 `make demo DATA=ecommerce` runs this with the generated e-commerce dataset (`python -m dataio.synthetic`)
 and a model trained on it (`make model DATA=ecommerce`, into .cache/models/ecommerce). The catalog goes
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from dataio import adapter_for
-from infra.local.demo import Api
+from demo.movielens import Api
 from infra.local.stack import REPO_ROOT, LocalStack, configure_logging
 from rtrec.catalog import CatalogItem
 from rtrec.stores.catalog import CatalogStore

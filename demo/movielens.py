@@ -5,7 +5,7 @@ MovieLens ratings through POST /v1/events, shows a few users' top-10 before and 
 of new events, measures freshness (event accepted -> visible in the next recommendation), and
 stops everything. Titles are read at run time from the dataset wheel; they are never stored.
 
-python -m infra.local.demo [--events N] [--users N]
+python -m demo.movielens [--events N] [--users N]
 """
 
 from __future__ import annotations
