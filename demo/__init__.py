@@ -1,0 +1,1 @@
+"""Showcases on top of the local stack: `make demo` (MovieLens) and `make demo DATA=...` (any catalog)."""
