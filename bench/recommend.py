@@ -9,8 +9,8 @@ request) in fresh processes. Prints a table and writes bench/results/recommend.j
 With --lambda-like both run as Lambda runs the function instead: python3.12, and on sys.path only the
 function and the layers as `sam build` wrote them (both layers merged into one read-only `opt/python`,
 the model at `opt/model`) plus boto3/botocore, which the Lambda runtime provides; nothing writes
-bytecode, as on Lambda's read-only /opt (--cold-only: only the cold init, written to
-bench/results/recommend-lambda-like.json).
+bytecode, as on Lambda's read-only /opt; the model registry's pointer (SSM) is served by a local moto
+server (--cold-only: only the cold init, written to bench/results/recommend-lambda-like.json).
 
 Run: make bench, or after make build: PYTHONPATH=layers/core:. python bench/recommend.py --lambda-like
 """
@@ -257,6 +257,7 @@ print(json.dumps({
     "numpy": sys.modules["numpy"].__version__,
     "origins": origins,
     "modules": len(sys.modules),
+    "registry": getattr(app, "model_updates", None) is not None,
 }))
 """
 
@@ -322,6 +323,41 @@ def count_bytecode(root: Path) -> int:
 
 
 @contextlib.contextmanager
+def local_registry():
+    """The model registry as the template wires the function (MODEL_BUCKET, MODEL_POINTER), its SSM
+    parameter on a local moto server: the first request looks at the pointer, which names the layer's
+    model ("bootstrap", as in a fresh stack), so nothing is downloaded."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per SSM call otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        pointer = "/rtrec-bench/model-pointer"
+        ssm = boto3.client(
+            "ssm",
+            endpoint_url=endpoint,
+            region_name=ENVIRONMENT["AWS_DEFAULT_REGION"],
+            aws_access_key_id=ENVIRONMENT["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=ENVIRONMENT["AWS_SECRET_ACCESS_KEY"],
+        )
+        ssm.put_parameter(Name=pointer, Value="bootstrap", Type="String")
+        yield {
+            "AWS_ENDPOINT_URL": endpoint,
+            "MODEL_BUCKET": "rtrec-models-bench",
+            "MODEL_POINTER": pointer,
+            "MODEL_POINTER_MAX_AGE_S": "60",
+        }
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
 def read_only_site(build_dir: Path, boto_dir: Path, bytecode: bool = True):
     """A temporary Lambda-like copy of the built site; fails if anything wrote bytecode into it."""
     if not (boto_dir / "boto3").is_dir():
@@ -349,6 +385,7 @@ def run_in_site(python: str, site: dict, script: str, *args: str) -> dict:
         "LAMBDA_TASK_ROOT": str(site["task"]),
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        **site.get("environment", {}),
     }
     env.pop("POWERTOOLS_TRACE_DISABLED")
     command = [
@@ -386,6 +423,7 @@ def lambda_like_cold_init(runs: int, python: str, site: dict, build_dir: Path) -
         "python": samples[0]["python"],
         "numpy": samples[0]["numpy"],
         "modules_loaded": samples[0]["modules"],
+        "model_registry": samples[0]["registry"],
         "init_median_ms": median("init_ms"),
         "init_min_ms": round(min(s["init_ms"] for s in samples), 1),
         "init_max_ms": round(max(s["init_ms"] for s in samples), 1),
@@ -462,16 +500,19 @@ def main() -> None:
         python = args.python or find_python312()
         if not python:
             raise SystemExit("--lambda-like needs python3.12 (Lambda's interpreter): --python or $PYTHON312")
-        with read_only_site(args.build_dir, args.boto_dir) as site:
-            hot = (
-                {}
-                if args.cold_only
-                else run_in_site(python, site, LAMBDA_LIKE_HOT_SCRIPT, str(args.iterations))
-            )
-            cold = lambda_like_cold_init(args.cold_runs, python, site, args.build_dir)
-        if args.compare_without_bytecode:
-            with read_only_site(args.build_dir, args.boto_dir, bytecode=False) as site:
-                cold["compared"] = [lambda_like_cold_init(args.cold_runs, python, site, args.build_dir)]
+        with local_registry() as registry:
+            with read_only_site(args.build_dir, args.boto_dir) as site:
+                site["environment"] = registry
+                hot = (
+                    {}
+                    if args.cold_only
+                    else run_in_site(python, site, LAMBDA_LIKE_HOT_SCRIPT, str(args.iterations))
+                )
+                cold = lambda_like_cold_init(args.cold_runs, python, site, args.build_dir)
+            if args.compare_without_bytecode:
+                with read_only_site(args.build_dir, args.boto_dir, bytecode=False) as site:
+                    site["environment"] = registry
+                    cold["compared"] = [lambda_like_cold_init(args.cold_runs, python, site, args.build_dir)]
     else:
         hot = {} if args.cold_only else hot_path(args.iterations)
         cold = cold_init(args.cold_runs, args.runtime_dir)
