@@ -163,6 +163,17 @@ def _methods_table(report: dict) -> list[str]:
     return lines
 
 
+def _validation_lines(training: dict) -> list[str]:
+    history = training.get("validation_history") or []
+    if not history:
+        return []
+    return [
+        "Validation after each epoch (HR@10 / NDCG@10): "
+        + ", ".join(f"{h['HR@10']:.4f} / {h['NDCG@10']:.4f}" for h in history)
+        + "."
+    ]
+
+
 def _markdown(report: dict) -> str:
     lines = [f"# {report['title']}", "", f"{report['protocol']}", "", *_methods_table(report)]
     q = report["quantization"]
@@ -192,7 +203,13 @@ def _markdown(report: dict) -> str:
     if report.get("training"):
         training = report["training"]
         lines += ["", f"Training: {training.get('epochs')} epochs in {training.get('seconds', '?')} s."]
-    lines += ["", f"Targets: {report['targets']}", f"Model version {report['model_version']}", ""]
+        lines += _validation_lines(training)
+    if report.get("note"):
+        lines += ["", report["note"]]
+    lines.append("")
+    if report.get("targets"):
+        lines.append(f"Targets: {report['targets']}")
+    lines += [f"Model version {report['model_version']}", ""]
     return "\n".join(lines)
 
 
@@ -227,6 +244,9 @@ def dataset_section(report: dict, name: str, detail_file: str) -> str:
             f"Model: {training.get('epochs')} epochs, trained in {training.get('seconds', '?')} s; "
             f"{report['quantization']['mode']} artifact {report['model_version']}."
         )
+        lines += _validation_lines(training)
+    if report.get("note"):
+        lines += ["", report["note"], ""]
     lines += [f"Details: `{detail_file}`.", SECTION_END.format(name=name), ""]
     return "\n".join(lines)
 
@@ -292,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, default=None, help="default: train's --out default")
     parser.add_argument("--report-dir", type=Path, default=HERE)
     parser.add_argument("--weights", type=Path, default=None, help="Keras weights (default per dataset)")
+    parser.add_argument("--note", default="", help="a paragraph for the report (how the model was chosen)")
     args = parser.parse_args(argv)
     started = time.time()
     default_data = train_module.is_default_data(args.data)
@@ -377,7 +398,12 @@ def main(argv: list[str] | None = None) -> None:
             "measured_at_build": scorer.metadata.get("quantization_measured", {}),
         },
         "interests": interests,
-        "training": {"epochs": training.get("epochs"), "seconds": training.get("seconds")},
+        "training": {
+            key: training.get(key)
+            for key in ("epochs", "seconds", "learning_rate", "validation_history")
+            if key in training
+        },
+        "note": args.note,
         "data": {k: v for k, v in dataset.summary().items() if k not in ("name", "fingerprint")}
         | {"categories": len(catalog.categories)},
         "data_sha256": prepared["data_sha256"],

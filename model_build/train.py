@@ -431,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         "training": {
             "epochs": args.epochs,
             "seconds": round(train_seconds, 1),
+            "learning_rate": args.learning_rate,
             "seed": SEED,
             "config": asdict(layers.config),
             "validation_history": history,

@@ -35,7 +35,7 @@ def test_train_and_evaluate_on_a_directory(tmp_path):
     evaluate.main(
         [
             *("--data", str(data_dir), "--model-dir", str(model_dir), "--weights", str(weights)),
-            *("--report-dir", str(report_dir)),
+            *("--report-dir", str(report_dir), "--note", "Chosen on validation."),
         ]
     )
     report = json.loads((report_dir / "report-shop.json").read_text())
@@ -45,4 +45,6 @@ def test_train_and_evaluate_on_a_directory(tmp_path):
     assert report["peer_reference"] == {} and report["model_version"] == metadata["version"]
     main_md = (report_dir / "report.md").read_text()
     assert main_md.startswith("# MovieLens numbers\n") and "## Dataset: shop (" in main_md
+    assert "Chosen on validation." in main_md and "Validation after each epoch" in main_md
+    assert report["training"]["learning_rate"] == train.LEARNING_RATE
     assert (report_dir / "report-shop.png").stat().st_size > 0
