@@ -40,6 +40,7 @@ from rtrec.http import (
     install_error_handlers,
     too_many,
 )
+from rtrec.impressions import impression_record
 from rtrec.limits import PerUserLimiter
 from rtrec.live_catalog import LiveCatalog
 from rtrec.ranking import Pick
@@ -374,14 +375,27 @@ def _new_recommendation_id() -> str:
 
 
 def _ranked_answer(recommendation_id: str, outcome: Outcome, read_failure: bool, **extra: Any) -> Response:
-    """The body shared by the two ranked-item routes."""
+    """The body shared by the ranked-item routes, and the impression of what it shows."""
+    items = _items(outcome.picks)
+    event = app.current_event
+    logger.info(
+        "impression",
+        extra=impression_record(
+            recommendation_id,
+            caller_id(claims_of(event)),
+            event.request_context.route_key,
+            recommender.model_version,
+            [(item["item_id"], item["reason"]) for item in items],
+            int(time.time() * 1000),
+        ),
+    )
     return _json(
         {
             "recommendation_id": recommendation_id,
             "model_version": recommender.model_version,
             "degraded": outcome.degraded or read_failure,
             "source": outcome.source,
-            "items": _items(outcome.picks),
+            "items": items,
             **extra,
         }
     )

@@ -532,3 +532,19 @@ def test_a_snapstart_restore_gives_the_copy_its_own_store_connections():
     recommend_app.renew_after_restore()
     after = recommend_app.user_states
     assert after is not before and after._client is not before._client
+
+
+def test_every_ranked_answer_logs_its_impression(api, monkeypatch):
+    logged: list[tuple[str, dict]] = []
+    monkeypatch.setattr(
+        recommend_app.logger,
+        "info",
+        lambda message, *args, **kwargs: logged.append((message, kwargs.get("extra"))),
+    )
+    answer = api("GET", "/v1/recommendations", query={"k": "5"})
+    (impression,) = [extra for message, extra in logged if message == "impression"]
+    assert impression["kind"] == "impression" and impression["user_id"] == "user-a"
+    assert impression["recommendation_id"] == answer.body["recommendation_id"]
+    assert impression["items"] == [[i["item_id"], i["reason"]] for i in answer.body["items"]]
+    assert impression["model_version"] == answer.body["model_version"]
+    assert impression["route"] == "GET /v1/recommendations"
