@@ -9,8 +9,9 @@ request) in fresh processes. Prints a table and writes bench/results/recommend.j
 With --lambda-like both run as Lambda runs the function instead: python3.12, and on sys.path only the
 function and the layers as `sam build` wrote them (both layers merged into one read-only `opt/python`,
 the model at `opt/model`) plus boto3/botocore, which the Lambda runtime provides; nothing writes
-bytecode, as on Lambda's read-only /opt; the model registry's pointer (SSM) is served by a local moto
-server (--cold-only: only the cold init, written to bench/results/recommend-lambda-like.json).
+bytecode, as on Lambda's read-only /opt; the function's environment is the template's, resolved against
+its resources deployed in a local moto server (--cold-only: only the cold init, written to
+bench/results/recommend-lambda-like.json).
 
 Run: make bench, or after make build: PYTHONPATH=layers/core:. python bench/recommend.py --lambda-like
 """
@@ -323,36 +324,32 @@ def count_bytecode(root: Path) -> int:
 
 
 @contextlib.contextmanager
-def local_registry():
-    """The model registry as the template wires the function (MODEL_BUCKET, MODEL_POINTER), its SSM
-    parameter on a local moto server: the first request looks at the pointer, which names the layer's
-    model ("bootstrap", as in a fresh stack), so nothing is downloaded."""
+def deployed_environment(function_id: str = "RecommendFunction"):
+    """The function's environment exactly as template.yaml sets it, resolved against the template's
+    resources created in a local moto server (infra.local.aws.deploy, as `make local` does): the user
+    state and catalog tables, the model bucket and its pointer ("bootstrap": the layer's model). So the
+    init reads the settings Lambda gives it, and the first request pays what it pays there (the lazy
+    registry and catalog clients, their first calls), against moto instead of AWS."""
     import logging
 
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per SSM call otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    from infra.local.aws import MotoServer, deploy
+    from infra.local.template import Template
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per call otherwise
+    for name, value in ENVIRONMENT.items():  # samtranslator needs a region from the environment
+        os.environ.setdefault(name, value)
+    server = MotoServer()
+    endpoint = server.start()
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        pointer = "/rtrec-bench/model-pointer"
-        ssm = boto3.client(
-            "ssm",
-            endpoint_url=endpoint,
+        session = boto3.session.Session(
             region_name=ENVIRONMENT["AWS_DEFAULT_REGION"],
             aws_access_key_id=ENVIRONMENT["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=ENVIRONMENT["AWS_SECRET_ACCESS_KEY"],
         )
-        ssm.put_parameter(Name=pointer, Value="bootstrap", Type="String")
-        yield {
-            "AWS_ENDPOINT_URL": endpoint,
-            "MODEL_BUCKET": "rtrec-models-bench",
-            "MODEL_POINTER": pointer,
-            "MODEL_POINTER_MAX_AGE_S": "60",
-        }
+        deployment = deploy(Template(REPO / "template.yaml"), session, endpoint)
+        yield {**deployment.functions[function_id].environment, "AWS_ENDPOINT_URL": endpoint}
     finally:
         server.stop()
 
@@ -381,13 +378,15 @@ def run_in_site(python: str, site: dict, script: str, *args: str) -> dict:
         **{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
         **ENVIRONMENT,
         **LAMBDA_ENVIRONMENT,
-        "MODEL_DIR": str(site["model"]),
         "LAMBDA_TASK_ROOT": str(site["task"]),
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
         **site.get("environment", {}),
+        # The layer's model as /opt/model holds it; one user replayed thousands of times a second.
+        "MODEL_DIR": str(site["model"]),
+        "PER_USER_REQUEST_RATE": "0",
     }
-    env.pop("POWERTOOLS_TRACE_DISABLED")
+    env.pop("POWERTOOLS_TRACE_DISABLED", None)
     command = [
         python, "-I", "-S", "-B", "-c", script,
         str(site["task"]), str(site["opt_python"]), str(site["boto"]), str(REPO), *args,
@@ -500,9 +499,9 @@ def main() -> None:
         python = args.python or find_python312()
         if not python:
             raise SystemExit("--lambda-like needs python3.12 (Lambda's interpreter): --python or $PYTHON312")
-        with local_registry() as registry:
+        with deployed_environment() as environment:
             with read_only_site(args.build_dir, args.boto_dir) as site:
-                site["environment"] = registry
+                site["environment"] = environment
                 hot = (
                     {}
                     if args.cold_only
@@ -511,7 +510,7 @@ def main() -> None:
                 cold = lambda_like_cold_init(args.cold_runs, python, site, args.build_dir)
             if args.compare_without_bytecode:
                 with read_only_site(args.build_dir, args.boto_dir, bytecode=False) as site:
-                    site["environment"] = registry
+                    site["environment"] = environment
                     cold["compared"] = [lambda_like_cold_init(args.cold_runs, python, site, args.build_dir)]
     else:
         hot = {} if args.cold_only else hot_path(args.iterations)
