@@ -30,14 +30,17 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dataio.movielens import GENRES
-from functions.ingest import app as ingest
 from rtrec.events import Event
 from rtrec.features import Catalog
+from rtrec.ingest import BatchIngestor, IngestPolicy
+from rtrec.ingest import kinesis_records as lambda_records
 from rtrec.state import UserState, fold
 
+WRITERS = IngestPolicy().write_concurrency
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
 TARGET_EVENTS_PER_S = 20_000
 NOW_MS = 1_800_000_000_000
+HISTORY_SHIFT_MS = 900_000_000_000  # MovieLens' 1997-98 dates land in 2026
 
 
 def movielens_events(limit: int) -> tuple[list[Event], Catalog, str]:
@@ -52,7 +55,8 @@ def movielens_events(limit: int) -> tuple[list[Event], Catalog, str]:
             event_id=f"ml-{i}",
             item_id=str(data.item_ids[i]),
             type="rating",
-            ts=int(data.timestamps[i]) * 1000,
+            # 1997-98 ratings, moved forward together (gaps kept): ingest refuses events before 2000.
+            ts=int(data.timestamps[i]) * 1000 + HISTORY_SHIFT_MS,
             value=float(data.ratings[i]),
         )
         for i in order
@@ -78,7 +82,7 @@ def synthetic_events(limit: int, seed: int = 7) -> tuple[list[Event], Catalog, s
     )
     users = [str(u) for u in range(1, 944)]
     weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(users))]  # a few very active users
-    ts = 874_724_710_000
+    ts = 874_724_710_000 + HISTORY_SHIFT_MS
     events = []
     for n in range(limit):
         ts += rng.randint(0, 60_000)
@@ -160,18 +164,21 @@ def bench_batch_latency(
     event_batches: list[list[Event]], catalog: Catalog, delay_s: float, workers: int
 ) -> float:
     """Mean milliseconds per batch when every store call takes ``delay_s``."""
-    deps = ingest.Dependencies(
-        store=SlowStore(delay_s),
-        dead_letters=None,
-        catalog=catalog,
+    ingestor = BatchIngestor(
+        SlowStore(delay_s),
+        None,  # type: ignore[arg-type]  # no poison in the bench: nothing is dead-lettered
+        catalog,
+        IngestPolicy(write_concurrency=workers),
         clock_ms=lambda: NOW_MS,
         sleep=lambda _: None,
-        write_concurrency=workers,
     )
-    prepared = [kinesis_records(batch, n * len(batch)) for n, batch in enumerate(event_batches)]
+    prepared = [
+        lambda_records({"Records": kinesis_records(batch, n * len(batch))})
+        for n, batch in enumerate(event_batches)
+    ]
     started = time.perf_counter()
     for records in prepared:
-        ingest.process_batch(records, deps)
+        ingestor.process(records)
     return (time.perf_counter() - started) * 1000 / len(prepared)
 
 
@@ -191,19 +198,19 @@ def kinesis_records(batch: Iterable[Event], start: int) -> list[dict]:
 
 def bench_handler(event_batches: list[list[Event]], catalog: Catalog) -> dict:
     store = MemoryStore()
-    deps = ingest.Dependencies(
-        store=store, dead_letters=None, catalog=catalog, clock_ms=lambda: NOW_MS, sleep=lambda _: None
-    )
+    ingestor = BatchIngestor(store, None, catalog, clock_ms=lambda: NOW_MS, sleep=lambda _: None)  # type: ignore[arg-type]
     prepared = []
     sequence = 0
     for batch in event_batches:
-        prepared.append((kinesis_records(batch, sequence), len({e.user_id for e in batch})))
+        prepared.append(
+            (lambda_records({"Records": kinesis_records(batch, sequence)}), len({e.user_id for e in batch}))
+        )
         sequence += len(batch)
     writes, users, failures = [], [], 0
     started = time.perf_counter()
     for records, distinct_users in prepared:
         before = store.writes
-        outcome = ingest.process_batch(records, deps)
+        outcome = ingestor.process(records)
         failures += len(outcome.failures)
         writes.append(store.writes - before)
         users.append(distinct_users)
@@ -245,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     latency_batches = event_batches[: args.latency_batches]
     latency_sequential = bench_batch_latency(latency_batches, catalog, args.store_delay_ms / 1000, 1)
     latency_concurrent = bench_batch_latency(
-        latency_batches, catalog, args.store_delay_ms / 1000, ingest.WRITE_CONCURRENCY
+        latency_batches, catalog, args.store_delay_ms / 1000, IngestPolicy().write_concurrency
     )
     handler_rate = len(events) / handler["seconds"]
     writes_match = handler["writes_per_batch"] == handler["users_per_batch"]
@@ -269,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "store_delay_ms": args.store_delay_ms,
         "batch_latency_ms_sequential": round(latency_sequential, 1),
         "batch_latency_ms_concurrent": round(latency_concurrent, 1),
-        "write_concurrency": ingest.WRITE_CONCURRENCY,
+        "write_concurrency": IngestPolicy().write_concurrency,
         "peak_rss_mb": round(peak_rss_mb, 1),
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "meets_target": fold_rate >= TARGET_EVENTS_PER_S,
@@ -291,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         ("writes == distinct users in every batch", str(writes_match)),
         ("DynamoDB read calls per batch (mean)", f"{handler['reads_per_batch_mean']:.2f}"),
         (
-            f"batch latency at {args.store_delay_ms:g} ms/call, 1 vs {ingest.WRITE_CONCURRENCY} writers",
+            f"batch latency at {args.store_delay_ms:g} ms/call, 1 vs {WRITERS} writers",
             f"{latency_sequential:,.0f} ms vs {latency_concurrent:,.0f} ms",
         ),
         ("largest state item, bytes", f"{handler['largest_item_bytes']:,}"),
