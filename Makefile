@@ -113,11 +113,14 @@ build: venv
 	PIP="$(abspath $(BIN))/pip" REQUIREMENTS="$(CURDIR)/requirements/runtime.lock" \
 		$(BIN)/sam build --template template.yaml
 
+# DATA=ecommerce (or a dataset directory) trains and evaluates on it, into .cache/models/<name> unless OUT is
+# given; without DATA, MovieLens-100k into the shipped artifact.
 model: venv
-	PYTHONPATH=layers/core $(PY) -m model_build.train
+	PYTHONPATH=layers/core $(PY) -m model_build.train --data $(or $(DATA),movielens) \
+		$(if $(OUT),--out $(OUT)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(TRAIN_ARGS)
 
 evaluate: venv
-	PYTHONPATH=layers/core $(PY) -m model_build.evaluate
+	PYTHONPATH=layers/core $(PY) -m model_build.evaluate --data $(or $(DATA),movielens) $(if $(OUT),--model-dir $(OUT))
 
 replay: venv
 	$(PY) -m evaluation.replay
