@@ -384,7 +384,10 @@ def test_an_unreachable_store_gives_the_degraded_answer_within_a_second(black_ho
     response = recommend_app.lambda_handler(http_event("GET", "/v1/recommendations"), FakeContext())
     elapsed = time.perf_counter() - started
     assert response["statusCode"] == 200 and json.loads(response["body"])["degraded"] is True
-    assert elapsed < 1.0, elapsed
+    # The budget is one attempt of 0.25 s connect + 0.5 s read (asserted exactly below); the wall-clock
+    # bound leaves room for a loaded machine and still fails the old 25 s of retries.
+    assert timeouts.worst_case_s() <= 1.0
+    assert elapsed < 3.0, elapsed
 
 
 def test_an_all_throttled_ingest_batch_reports_its_failures_inside_the_deadline(
@@ -432,7 +435,7 @@ def test_a_black_holed_stream_answers_503_inside_collects_timeout(black_hole, mo
     )
     response = collect_app.lambda_handler(event, FakeContext())
     assert response["statusCode"] == 503
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 8  # the function's timeout is 10 s
 
 
 def test_store_errors_have_one_type_per_boundary():
