@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from rtrec.features import Catalog
+from rtrec.item_index import INDEX_MIN_ITEMS, ITEM_INDEX_FILE, ItemIndex
 
 QUANTIZATION_MODES = ("float32", "float16", "dynamic_range", "int8")
 
@@ -77,3 +78,11 @@ def write_artifact(
     with (out_dir / "item_embeddings.npz").open("wb") as handle:
         np.savez_compressed(handle, int8=quantized, scale=scale)
     (out_dir / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    index_path = out_dir / ITEM_INDEX_FILE
+    if len(catalog) >= INDEX_MIN_ITEMS:
+        # Exact retrieval scores every item per request; past this size an IVF index built here (and
+        # loaded by the Scorer at cold start) keeps it within a few milliseconds.
+        rows = (quantized[1:].astype(np.float32) * scale[1:, None]).astype(np.float32)
+        ItemIndex.build(rows, ids=np.arange(1, len(catalog) + 1)).save(index_path)
+    elif index_path.exists():
+        index_path.unlink()

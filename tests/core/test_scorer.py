@@ -162,3 +162,23 @@ def test_retrieve_takes_the_one_call_path_with_the_numpy_head(scorer):
     # The head in numpy must match the model at load; if it silently fell back to the second model
     # call, every other test would still pass and only the latency would show it.
     assert scorer._head is not None
+
+
+def test_an_artifact_with_an_item_index_retrieves_through_it(tmp_path, scorer, history):
+    import shutil
+
+    from rtrec.item_index import ITEM_INDEX_FILE, ItemIndex
+
+    shutil.copytree(MODEL_DIR, tmp_path / "model")
+    vectors = scorer.item_vectors[1:]
+    # Every list probed: the index path must give the exact path's candidates (recall is bench/scale.py's).
+    index = ItemIndex.build(vectors, ids=np.arange(1, len(scorer.catalog) + 1), lists=16, n_probe=16)
+    index.save(tmp_path / "model" / ITEM_INDEX_FILE)
+    indexed = Scorer.load(tmp_path / "model")
+    assert indexed._index is not None
+    items, signals = history
+    exact, _ = scorer.retrieve(items, signals, 100)
+    approximate, scores = indexed.retrieve(items, signals, 100, exclude=np.array([int(exact[0])]))
+    assert int(exact[0]) not in approximate.tolist()
+    overlap = len(set(exact.tolist()[1:]) & set(approximate.tolist())) / 99
+    assert overlap >= 0.95 and np.all(np.diff(scores) <= 0)

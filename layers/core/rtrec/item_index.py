@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 _FORMAT = "rtrec-ivf-1"
+# In a model artifact: written by the model build above INDEX_MIN_ITEMS items, loaded by the Scorer.
+ITEM_INDEX_FILE = "item_index.npz"
+INDEX_MIN_ITEMS = 100_000
 _CHUNK = 65_536  # rows per block when assigning rows to lists (bounds the temporary [rows × lists] matrix)
 
 

@@ -36,6 +36,8 @@ import numpy as np
 from rtrec.features import SEQUENCE_LENGTH
 
 MODEL_FILES = ("model.tflite", "items.json", "metadata.json", "item_embeddings.npz")
+# Shipped when the model build made one (large catalogues): travels with its version like the rest.
+OPTIONAL_FILES = ("item_index.npz",)
 MANIFEST = "manifest.json"
 PREFIX = "models/"
 # The pointer value meaning "the model in the function's layer" (also the template's initial value).
@@ -83,6 +85,10 @@ def file_digests(artifact_dir: str | Path) -> dict[str, dict[str, Any]]:
         if not path.is_file():
             raise RegistryError(f"{name} is missing from {artifact_dir}")
         out[name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+    for name in OPTIONAL_FILES:
+        path = Path(artifact_dir) / name
+        if path.is_file():
+            out[name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
     return out
 
 
@@ -216,7 +222,7 @@ def publish(
             metrics=extra.pop("metrics", None),
             extra={k: v for k, v in extra.items() if k not in ("version", "created_at", "parent", "files")},
         )
-        for name in MODEL_FILES:
+        for name in files:
             s3.upload_file(str(artifact_dir / name), bucket, object_key(version, name))
         # Last: a version is complete once its manifest exists.
         s3.put_object(
@@ -340,7 +346,7 @@ class ModelSource:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.cache_dir))
         try:
-            for name in MODEL_FILES:
+            for name in manifest.files:
                 self.s3.download_file(self.bucket, object_key(version, name), str(scratch / name))
             if file_digests(scratch) != manifest.files:
                 raise RegistryError(f"version {version}: the files do not match the manifest")

@@ -43,6 +43,7 @@ from rtrec.features import (
     SEQUENCE_LENGTH,
     Catalog,
 )
+from rtrec.item_index import ITEM_INDEX_FILE, ItemIndex
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -273,6 +274,7 @@ class Scorer:
         self.version: str = str(metadata["version"])
         self.catalog = catalog
         self._item_matrix = item_matrix  # float32 [N + 1, D], dequantized from int8 at load
+        self._index: ItemIndex | None = None  # approximate retrieval, for catalogues that ship one
         self._shortlist = shortlist
         self._full = full
         self._encoder = encoder or shortlist  # user vector and interests: one candidate, the cheapest shape
@@ -310,6 +312,16 @@ class Scorer:
             raise ModelUnavailable(f"cannot load model from {model_dir}: {error}") from error
         scorer = cls(metadata, catalog, item_matrix, shortlist, full, encoder)
         scorer._head = head if head is not None and scorer._head_matches_model(head) else None
+        index_path = model_dir / ITEM_INDEX_FILE
+        if index_path.exists():
+            # Large catalogues ship an approximate index built with the model: retrieval probes it instead
+            # of scoring every item. Without the file (small catalogues) retrieval stays exact.
+            try:
+                scorer._index = ItemIndex.load(index_path)
+            except Exception as error:
+                raise ModelUnavailable(f"cannot load {index_path}: {error}") from error
+            if len(scorer._index) != len(catalog):
+                raise ModelUnavailable(f"{ITEM_INDEX_FILE} does not match items.json")
         return scorer
 
     def _head_matches_model(self, head: _NumpyHead) -> bool:
@@ -406,6 +418,18 @@ class Scorer:
         if top_m < 1:
             raise ValueError("top_m must be at least 1")
         user = self.user_vector(items, signals)
+        if self._index is not None:
+            shortlist, _ = self._index.search(user, int(top_m), exclude=exclude)
+            shortlist = shortlist[(shortlist >= 1) & (shortlist <= len(self.catalog))]
+            if shortlist.size == 0:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            scores = (
+                self._head(user, shortlist)
+                if self._head is not None
+                else self.score(items, signals, shortlist)
+            )
+            order = np.argsort(-scores, kind="stable")
+            return shortlist[order].astype(np.int64), scores[order]
         affinity = self._item_matrix @ user
         affinity[PAD_INDEX] = -np.inf
         if exclude is not None and np.size(exclude):
