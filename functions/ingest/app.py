@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from rtrec.features import Catalog
 from rtrec.ingest import BatchIngestor, IngestPolicy, kinesis_records
-from rtrec.registry import BOOTSTRAP, Lazy, ModelSource, ModelWatcher, cached_pointer
+from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher, watch_registry
 from rtrec.settings import IngestSettings, ModelRegistrySettings
 from rtrec.stores.clients import aws_client
 from rtrec.stores.dead_letters import DeadLetterQueue
@@ -77,14 +77,11 @@ def follow_registry(
     """
     if registry is None:
         return None
-    # The clients are made at the first look (the first request), not at init: cold starts stay as they were.
-    pointers = Lazy(lambda: _ssm_provider(registry))
-    source = Lazy(lambda: ModelSource(aws_client("s3", registry.s3), registry.bucket, registry.cache_dir))
     bootstrap = layer_version(model_dir)
 
-    def load(version: str) -> Catalog:
-        catalog: Catalog = source().load(version).catalog
-        source().prune({version})
+    def load(source: ModelSource, version: str) -> Catalog:
+        catalog: Catalog = source.load(version).catalog
+        source.prune({version})
         return catalog
 
     def load_bootstrap() -> Catalog:
@@ -93,22 +90,7 @@ def follow_registry(
             raise RuntimeError(f"no items.json at {model_dir}")
         return catalog
 
-    return ModelWatcher(
-        cached_pointer(lambda *a, **k: pointers().get(*a, **k), registry.pointer, registry.pointer_max_age_s),
-        load,
-        load_bootstrap,
-        loaded_version=bootstrap,
-        bootstrap_version=bootstrap,
-        check_every_s=registry.pointer_max_age_s,
-        on_failure=_model_failure,
-    )
-
-
-def _ssm_provider(registry: ModelRegistrySettings) -> Any:
-    """Powertools Parameters on a client with the registry's timeouts (its default client has none)."""
-    from aws_lambda_powertools.utilities.parameters import SSMProvider
-
-    return SSMProvider(boto3_client=aws_client("ssm", registry.ssm))
+    return watch_registry(registry, load, load_bootstrap, bootstrap, bootstrap, _model_failure)
 
 
 def _model_failure(kind: str, message: str, error: BaseException) -> None:

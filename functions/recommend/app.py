@@ -45,7 +45,7 @@ from rtrec.limits import PerUserLimiter
 from rtrec.live_catalog import LiveCatalog
 from rtrec.ranking import Pick
 from rtrec.recommender import Outcome, Recommender, RecommenderConfig
-from rtrec.registry import BOOTSTRAP, Lazy, ModelSource, ModelWatcher, cached_pointer
+from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher, watch_registry
 from rtrec.settings import ModelRegistrySettings, RecommendSettings
 from rtrec.stores.catalog import CatalogStore
 from rtrec.stores.clients import aws_client
@@ -125,13 +125,10 @@ def follow_registry(registry: ModelRegistrySettings | None) -> ModelWatcher[Reco
     """
     if registry is None:
         return None
-    # The clients are made at the first look (the first request), not at init: cold starts stay as they were.
-    pointers = Lazy(lambda: _ssm_provider(registry))
-    source = Lazy(lambda: ModelSource(aws_client("s3", registry.s3), registry.bucket, registry.cache_dir))
 
-    def load(version: str) -> Recommender:
-        scorer = source().load(version)  # downloaded, checked against its manifest, smoke-scored
-        source().prune({version, recommender.model_version or ""})
+    def load(source: ModelSource, version: str) -> Recommender:
+        scorer = source.load(version)  # downloaded, checked against its manifest, smoke-scored
+        source.prune({version, recommender.model_version or ""})
         return with_live_catalog(Recommender(scorer.catalog, scorer, config))
 
     def load_bootstrap() -> Recommender:
@@ -140,22 +137,8 @@ def follow_registry(registry: ModelRegistrySettings | None) -> ModelWatcher[Reco
             raise RuntimeError(serving.load_error or "the layer's model does not load")
         return with_live_catalog(serving)
 
-    return ModelWatcher(
-        cached_pointer(lambda *a, **k: pointers().get(*a, **k), registry.pointer, registry.pointer_max_age_s),
-        load,
-        load_bootstrap,
-        loaded_version=recommender.model_version or _BOOTSTRAP_VERSION,
-        bootstrap_version=_BOOTSTRAP_VERSION,
-        check_every_s=registry.pointer_max_age_s,
-        on_failure=_model_failure,
-    )
-
-
-def _ssm_provider(registry: ModelRegistrySettings) -> Any:
-    """Powertools Parameters on a client with the registry's timeouts (its default client has none)."""
-    from aws_lambda_powertools.utilities.parameters import SSMProvider
-
-    return SSMProvider(boto3_client=aws_client("ssm", registry.ssm))
+    loaded = recommender.model_version or _BOOTSTRAP_VERSION
+    return watch_registry(registry, load, load_bootstrap, loaded, _BOOTSTRAP_VERSION, _model_failure)
 
 
 def _model_failure(kind: str, message: str, error: BaseException) -> None:

@@ -29,11 +29,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
 from rtrec.features import SEQUENCE_LENGTH
+
+if TYPE_CHECKING:
+    from rtrec.settings import ModelRegistrySettings
 
 MODEL_FILES = ("model.tflite", "items.json", "metadata.json", "item_embeddings.npz")
 # Shipped when the model build made one (large catalogues): travels with its version like the rest.
@@ -458,3 +461,37 @@ class ModelWatcher(Generic[T]):
         self._failed.pop(wanted, None)
         self.loaded_version = wanted
         return Swap(wanted, model)
+
+
+def watch_registry(
+    registry: ModelRegistrySettings,
+    load: Callable[[ModelSource, str], T],
+    load_bootstrap: Callable[[], T],
+    loaded_version: str,
+    bootstrap_version: str,
+    on_failure: Callable[[str, str, BaseException], None],
+) -> ModelWatcher[T]:
+    """A function's watcher on the registry's pointer, with clients made at the first look.
+
+    The pointer is read through Powertools Parameters (cached for the pointer's max age) on an SSM
+    client with the registry's timeouts; S3 and SSM clients are built on first use, so cold starts do
+    not pay for them. ``load`` turns a downloaded, validated version into the function's model.
+    """
+    from rtrec.stores.clients import aws_client
+
+    def ssm_provider() -> Any:
+        from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+        return SSMProvider(boto3_client=aws_client("ssm", registry.ssm))
+
+    pointers = Lazy(ssm_provider)
+    source = Lazy(lambda: ModelSource(aws_client("s3", registry.s3), registry.bucket, registry.cache_dir))
+    return ModelWatcher(
+        cached_pointer(lambda *a, **k: pointers().get(*a, **k), registry.pointer, registry.pointer_max_age_s),
+        lambda version: load(source(), version),
+        load_bootstrap,
+        loaded_version=loaded_version,
+        bootstrap_version=bootstrap_version,
+        check_every_s=registry.pointer_max_age_s,
+        on_failure=on_failure,
+    )
