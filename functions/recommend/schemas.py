@@ -145,12 +145,34 @@ def _responses(model: type[BaseModel]) -> dict[int, dict[str, Any]]:
     }
 
 
+# The query parameters the item routes share (the same parsers serve them: rtrec.api_requests).
+KParameter = Annotated[int, Query(ge=1, le=MAX_K, description="How many items (1..100).")]
+CategoryParameter = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_CATEGORY_PARAMETER,
+        pattern=id_list_pattern(MAX_CATEGORY_LENGTH),
+        description="Comma-separated categories; an item passes with any of them.",
+    ),
+]
+FilterParameter = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_FILTER_LENGTH,
+        pattern=filter_pattern(),
+        description=(
+            "Attribute predicates joined by `;`, all must hold: `name OP value`, OP one of "
+            "= != < <= > >= (`=`/`!=` take alternatives a|b), e.g. `price<=50;brand=acme|globex`."
+        ),
+    ),
+]
+
 # Documentation-only signatures: the names match the handler's route functions (operation ids),
 # the parameters are what the handler's hand validation accepts.
 
 
 def get_recommendations(
-    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items (1..100).")] = 10,
+    k: KParameter = 10,
     genre: Annotated[
         str | None,
         Query(
@@ -159,25 +181,8 @@ def get_recommendations(
             description="The older name of `category`; matches the model's category names in any case.",
         ),
     ] = None,
-    category: Annotated[
-        str | None,
-        Query(
-            max_length=MAX_CATEGORY_PARAMETER,
-            pattern=id_list_pattern(MAX_CATEGORY_LENGTH),
-            description="Comma-separated categories; an item passes with any of them.",
-        ),
-    ] = None,
-    filter: Annotated[
-        str | None,
-        Query(
-            max_length=MAX_FILTER_LENGTH,
-            pattern=filter_pattern(),
-            description=(
-                "Attribute predicates joined by `;`, all must hold: `name OP value`, OP one of "
-                "= != < <= > >= (`=`/`!=` take alternatives a|b), e.g. `price<=50;brand=acme|globex`."
-            ),
-        ),
-    ] = None,
+    category: CategoryParameter = None,
+    filter: FilterParameter = None,
     exclude: Annotated[
         str | None,
         Query(
@@ -200,21 +205,9 @@ def get_interests():
 
 def get_similar_items(
     item_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=IDENTIFIER_PATTERN)],
-    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items (1..100).")] = 10,
-    category: Annotated[
-        str | None,
-        Query(
-            max_length=MAX_CATEGORY_PARAMETER,
-            pattern=id_list_pattern(MAX_CATEGORY_LENGTH),
-            description="Comma-separated categories; an item passes with any of them.",
-        ),
-    ] = None,
-    filter: Annotated[
-        str | None,
-        Query(
-            max_length=MAX_FILTER_LENGTH, pattern=filter_pattern(), description="As for /v1/recommendations."
-        ),
-    ] = None,
+    k: KParameter = 10,
+    category: CategoryParameter = None,
+    filter: FilterParameter = None,
 ):
     """GET /v1/items/{item_id}/similar (documentation only)."""
 
