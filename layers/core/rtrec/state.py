@@ -390,9 +390,3 @@ def _add_interests(state: UserState, events: list[Event], catalog: Catalog | Non
             continue
         for genre in genres:
             state.interests[genre] = state.interests.get(genre, 0.0) + share
-
-
-def interest_vector(state: UserState, now_ms: int, categories: Sequence[str]) -> list[float]:
-    """Decayed interests in the order of ``categories`` (0 for categories never seen)."""
-    scores = state.interests_as_of(now_ms)
-    return [scores.get(name, 0.0) for name in categories]

@@ -10,7 +10,6 @@ answer, so the caller sets the input aside (ingest dead-letters that one event).
 from __future__ import annotations
 
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -88,7 +87,6 @@ def classify(error: BaseException, what: str) -> StoreError:
 
 __all__ = [
     "TRANSIENT_CODES",
-    "BotoCoreError",
     "StoreError",
     "StoreRejected",
     "StoreUnavailable",
