@@ -211,7 +211,7 @@ def get_recommendations():
         item_filter=request.item_filter,
     )
     _observe("recommendations", outcome, read_failure)
-    return _ranked_answer(recommendation_id, outcome, read_failure)
+    return _ranked_answer(user_id, recommendation_id, outcome, read_failure)
 
 
 @app.post(
@@ -230,7 +230,9 @@ def rank_items():
     state, read_failure = _read_state(user_id)
     outcome = recommender.rank(state, item_ids)
     _observe("rank", outcome, read_failure)
-    return _ranked_answer(recommendation_id, outcome, read_failure, unknown_item_ids=outcome.unknown_item_ids)
+    return _ranked_answer(
+        user_id, recommendation_id, outcome, read_failure, unknown_item_ids=outcome.unknown_item_ids
+    )
 
 
 @app.get(
@@ -241,14 +243,14 @@ def rank_items():
 @traced
 def get_similar_items(item_id: str):
     """A "more like this" shelf: available items closest to ``item_id``, filtered like recommendations."""
-    _caller()
+    user_id = _caller()
     request = api_requests.similar(item_id, app.current_event.query_string_parameters)
     _follow_catalog()
     outcome = recommender.similar(request.item_id, request.k, request.item_filter)
     if outcome is None:
         raise RequestError(404, "no such item", [f"path.item_id: {request.item_id!r} is not in the catalog"])
     _observe("similar", outcome, False)
-    return _ranked_answer(_new_recommendation_id(), outcome, False)
+    return _ranked_answer(user_id, _new_recommendation_id(), outcome, False)
 
 
 @app.get(
@@ -357,16 +359,17 @@ def _new_recommendation_id() -> str:
     return recommendation_id
 
 
-def _ranked_answer(recommendation_id: str, outcome: Outcome, read_failure: bool, **extra: Any) -> Response:
+def _ranked_answer(
+    user_id: str, recommendation_id: str, outcome: Outcome, read_failure: bool, **extra: Any
+) -> Response:
     """The body shared by the ranked-item routes, and the impression of what it shows."""
     items = _items(outcome.picks)
-    event = app.current_event
     logger.info(
         "impression",
         extra=impression_record(
             recommendation_id,
-            caller_id(claims_of(event)),
-            event.request_context.route_key,
+            user_id,
+            app.current_event.request_context.route_key,
             recommender.model_version,
             [(item["item_id"], item["reason"]) for item in items],
             int(time.time() * 1000),

@@ -137,7 +137,7 @@ class CollectSettings:
         return cls(
             stream_name=env.text("EVENT_STREAM_NAME"),
             allowed_origins=env.origins("ALLOWED_ORIGINS"),
-            # The function has 10 s; three attempts of at most 2 s leave room to answer 503 in time.
+            # The function has 10 s; two attempts of at most 2 s leave room to answer 503 in time.
             kinesis=env.timeouts("KINESIS", connect_s=0.5, read_s=1.5, attempts=2, limit_s=5, max_attempts=5),
             # One user at 10 events/s uses a hundredth of a shard's 1,000 records/s.
             per_user_events=RateLimit(
