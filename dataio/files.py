@@ -53,13 +53,12 @@ from dataio.dataset import Dataset, InteractionColumns, fingerprint_of
 from rtrec.catalog import CatalogItem, InvalidItem, validate_item
 from rtrec.events import (
     MAX_ID_LENGTH,
-    VALUE_RANGES,
     InvalidEvent,
     check_text,
     check_timestamp_window,
+    check_value,
     loads_strict,
     parse_timestamp,
-    storable_value,
     validate_user_id,
 )
 from rtrec.features import EVENT_TYPES
@@ -260,12 +259,7 @@ class _InteractionValidator:
             if not _NUMBER.match(value.strip()):
                 raise InvalidEvent("value must be a number")
             value = float(value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidEvent("value must be a number")
-        low, high = VALUE_RANGES[event_type]
-        if not (isinstance(value, int) or math.isfinite(value)) or not low <= value <= high:
-            raise InvalidEvent(f"a {event_type} value must be between {low:g} and {high:g}")
-        return storable_value(float(value))
+        return check_value(value, event_type)
 
 
 def _item_from_csv(raw: dict[str, str]) -> dict[str, Any]:

@@ -195,8 +195,11 @@ def _event_type(raw: dict[str, Any]) -> str:
 
 def _value(raw: dict[str, Any], event_type: str) -> float | None:
     value = raw.get("value")
-    if value is None:
-        return None
+    return None if value is None else check_value(value, event_type)
+
+
+def check_value(value: Any, event_type: str) -> float:
+    """An event's ``value`` within its type's range, as ingest stores it (raises InvalidEvent otherwise)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEvent("value must be a number")
     low, high = VALUE_RANGES[event_type]
