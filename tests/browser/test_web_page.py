@@ -7,6 +7,8 @@ API's origin. Chromium and its driver are Debian's (`apt-get install chromium ch
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import shutil
 import uuid
@@ -128,6 +130,7 @@ def test_a_click_on_an_item_changes_the_next_list(
     after = _shown(browser)
     assert after["state"] == "ready", after["status"]
     assert "reached your state" in after["status"], after["status"]
+    print(f"\n{after['status']}")  # how long the click took to reach the state (-s shows it)
 
     # The click reached the user's state through the API, the stream and the ingest function...
     store = UserStateStore.from_client(
@@ -136,6 +139,21 @@ def test_a_click_on_an_item_changes_the_next_list(
     state = store.get(user)
     assert state is not None
     assert {(i.item_id, i.type) for i in state.recent} >= {(clicked, "click"), (clicked, "view")}
+    # Both events name the list they came from and the item's position in it (archived as streamed).
+    assert stack.archive is not None
+    archived = [
+        json.loads(line)
+        for path in stack.archive.root.rglob("*.jsonl.gz")
+        for line in gzip.decompress(path.read_bytes()).splitlines()
+    ]
+    assert sorted(
+        (e["type"], e["item_id"], e.get("recommendation_id"), (e.get("context") or {}).get("position"))
+        for e in archived
+        if e["user_id"] == user
+    ) == [
+        ("click", clicked, first["recommendation_id"], "2"),
+        ("view", clicked, first["recommendation_id"], "2"),
+    ]
     # ...and the next list, asked once the state held it, is another one, without the clicked item.
     assert after["items"] != first["items"]
     assert clicked not in after["items"]
