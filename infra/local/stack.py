@@ -228,6 +228,7 @@ class LocalStack:
             "issuer": provider.issuer if provider else None,
             "audiences": provider.audiences if provider else [],
             "routes": [b.route.route_key for b in self.api.routes] if self.api else [],
+            "web_url": self.web_url,
         }
 
 
