@@ -56,6 +56,7 @@ def browser() -> Iterator[Any]:
         _missing("selenium is not installed (requirements/dev.txt)")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
+    # CI runs as root, where Chromium's sandbox refuses to start; containers have a tiny /dev/shm.
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
