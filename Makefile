@@ -37,6 +37,7 @@ help:
 	@echo "make evaluate  offline evaluation against baselines -> model_build/report.{json,md,png}"
 	@echo "make replay    streaming replay evaluation -> evaluation/replay.json"
 	@echo "make local     keep the local stack running (see README for curl commands)"
+	@echo "make test-browser  the demo web page in headless chromium (also part of make test's pytest run)"
 	@echo "make bench     run the benchmarks -> bench/results/*.json"
 	@echo "make openapi   regenerate docs/openapi.json from the recommend routes"
 	@echo "make build     sam build"
@@ -82,6 +83,12 @@ test-312:
 	fi
 
 venv-312: $(STAMP312)
+
+# The demo page (web/) in headless chromium against the local stack; `make test`'s pytest run includes it.
+# Needs Debian's chromium and chromium-driver (.ci/run installs them): skipped without, failed with CI=true.
+.PHONY: test-browser
+test-browser: venv
+	$(BIN)/pytest tests/browser
 
 # test-312.lock holds the runtime at runtime.lock's versions (it is compiled with -c runtime.lock);
 # installing runtime.lock last makes sure of it, and pip check that the two agree.

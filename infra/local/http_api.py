@@ -9,6 +9,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,9 @@ from infra.local.template import ACCOUNT_ID, HttpRoute
 log = logging.getLogger("local.http")
 
 _MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+
+# (request, method, path, body) -> the status it sent, or None to leave the request to the routes.
+PageHandler = Callable[[BaseHTTPRequestHandler, str, str, bytes], int | None]
 
 
 @dataclass
@@ -146,8 +150,11 @@ class LocalHttpApi:
         host: str = "127.0.0.1",
         port: int = 0,
         cors: dict | None = None,
+        pages: PageHandler | None = None,
     ) -> None:
+        """``pages``: local-only paths served before the routes (the demo page, infra/local/web.py)."""
         self.routes = sorted(routes, key=lambda r: r.specificity(), reverse=True)
+        self.pages = pages
         self.cors = cors
         self.authorizers = authorizers
         self.api_id = api_id
@@ -214,6 +221,11 @@ class LocalHttpApi:
             self._reply(request, 413, {"message": "Request Entity Too Large"})
             return
         body = request.rfile.read(length) if length else b""
+        if self.pages is not None:
+            page_status = self.pages(request, method, parts.path, body)
+            if page_status is not None:
+                log.info("%s %s -> %d (local page)", method, parts.path, page_status)
+                return
         if method == "OPTIONS" and self.cors and request.headers.get("Access-Control-Request-Method"):
             status = self._preflight(request)
             log.info("OPTIONS %s -> %d (CORS preflight)", parts.path, status)

@@ -19,10 +19,11 @@ from typing import Any
 from infra.local.archive import LocalArchive, archived_streams
 from infra.local.auth import LocalIdentityProvider
 from infra.local.aws import MotoServer
-from infra.local.http_api import BoundRoute, LocalHttpApi
+from infra.local.http_api import BoundRoute, LocalHttpApi, PageHandler
 from infra.local.poller import KinesisPoller, sqs_destination
 from infra.local.runtime import FunctionHost, LocalFunction
 from infra.local.template import Resolver, Template
+from infra.local.web import DEFAULT_WEB_DIR, LocalWebPage
 
 log = logging.getLogger("local.stack")
 
@@ -48,8 +49,14 @@ class LocalStack:
         environment: dict[str, str] | None = None,
         drop_metric_lines: bool = False,
         archive_dir: str | Path | None = None,
+        web_dir: str | Path | None = None,
     ) -> None:
-        """``archive_dir``: write the event archive there (streams a Firehose of the template reads)."""
+        """``archive_dir``: write the event archive there (streams a Firehose of the template reads).
+
+        ``web_dir``: also serve the demo page from there, with its local-only token endpoint
+        (infra/local/web.py); the template has no such thing.
+        """
+        self.web_dir = Path(web_dir) if web_dir else None
         self.template = Template(template_path)
         self.archive = LocalArchive(archive_dir) if archive_dir else None
         self.host = host
@@ -128,9 +135,22 @@ class LocalStack:
             host=self.host,
             port=self.api_port,
             cors=self._cors(resolver, api_ids),
+            pages=self._web_page(),
         )
         self._started.append(self.api)
         self.api.start()
+
+    def _web_page(self) -> PageHandler | None:
+        """The demo page's handler when a web directory was given and there is a token to sign in with."""
+        if self.web_dir is None or not self.identity:
+            return None
+        provider = self.identity_provider()
+        return LocalWebPage(lambda user, ttl_s: provider.mint(user, ttl_s=ttl_s), self.web_dir).handle
+
+    @property
+    def web_url(self) -> str:
+        """The demo page's address ('' when the stack does not serve it)."""
+        return f"{self.api_url}/" if self.api and self.api.pages else ""
 
     def _archive_for(self, stream_name: str) -> LocalArchive | None:
         """The archive when the template's Firehose reads this stream (moto's Firehose never does)."""
@@ -208,6 +228,7 @@ class LocalStack:
             "issuer": provider.issuer if provider else None,
             "audiences": provider.audiences if provider else [],
             "routes": [b.route.route_key for b in self.api.routes] if self.api else [],
+            "web_url": self.web_url,
         }
 
 
@@ -236,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("LOCAL_ARCHIVE_DIR", str(DEFAULT_ARCHIVE_DIR)),
         help="where the event archive goes (events/kind=<kind>/dt=<day>/*.jsonl.gz); empty = no archive",
     )
+    parser.add_argument(
+        "--web-dir",
+        default=str(DEFAULT_WEB_DIR),
+        help="serve the demo page from this directory at the API's / (empty = no page)",
+    )
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
 
@@ -249,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         api_port=args.port,
         signing_key_pem=load_or_create_key(key_file),
         archive_dir=args.archive_dir or None,
+        web_dir=args.web_dir or None,
     )
     try:
         stack.start()
@@ -285,6 +312,8 @@ def print_banner(stack: LocalStack, sub: str) -> None:
             f"export TOKEN={stack.token(sub)}",
             f'curl -s -H "Authorization: Bearer $TOKEN" {stack.api_url}/v1/recommendations?k=10',
         ]
+    if stack.web_url:
+        lines.append(f"Web page (signs in as a demo user, local only): {stack.web_url}")
     lines += ["Ctrl-C stops everything.", ""]
     print("\n".join(lines), flush=True)
 
