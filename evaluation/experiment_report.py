@@ -19,7 +19,11 @@ runs on the Glue tables). Per experiment and variant it reports:
   z-test on click-through and on conversion at ``alpha``; with more than two variants the level is
   divided by the number of comparisons (Bonferroni);
 - guardrails: a variant whose degraded share or p95 latency (the handler's, from the impressions)
-  crosses its threshold is flagged.
+  crosses its threshold is flagged;
+- with ``--resplits N``, an A/A check of the test on the experiment's own answers: N times, the users
+  are split in two halves by a hash of the user and a fresh name (`rtrec.experiments.bucket`) whatever
+  their variant, so both halves get the same mixture, and the share of splits the test calls
+  significant at ``alpha`` is reported (it should be about ``alpha``).
 
 The unit is the answer (one impression); the simulator shows one answer per user, so answers and users
 coincide there. Writes ``<out>.md``, ``<out>.json`` and ``<out>.png`` (click-through and conversion per
@@ -233,6 +237,7 @@ def build_report(
     categories: dict[str, frozenset[str]],
     experiment: str | None = None,
     control: str | None = None,
+    resplits: int = 0,
 ) -> dict[str, Any]:
     """The read-out of every experiment in the window (or of ``experiment``), as JSON-ready data."""
     lists = [
@@ -294,23 +299,26 @@ def build_report(
                 if crossed
             ]  # fmt: skip
             del arm["latency"]
-        control = names[0]
         tests = {}
         for variant in names[1:]:
-            a, b = arms[control], arms[variant]
+            a, b = arms[names[0]], arms[variant]
             ctr = two_proportion_z_test(a["clicked"], a["impressions"], b["clicked"], b["impressions"])
             conversion = two_proportion_z_test(
                 a["converted"], a["impressions"], b["converted"], b["impressions"]
             )
             tests[variant] = {
-                "against": control,
+                "against": names[0],
                 "ctr": {**ctr.__dict__, "significant": ctr.p_value < level},
                 "conversion": {**conversion.__dict__, "significant": conversion.p_value < level},
             }
         for arm in arms.values():
             arm["users"] = arm["users"] if isinstance(arm["users"], int) else len(arm["users"])
+        if resplits:
+            experiment_data["resplit_aa"] = resplit_check(
+                [r for r in lists if r["experiment"] == name], name, resplits, alpha
+            )
         experiment_data.update(
-            control=control,
+            control=names[0],
             variants=names,
             level=level,
             tests=tests,
@@ -321,11 +329,27 @@ def build_report(
     return {
         "window": {"first_day": first_day, "last_day": last_day, "attribution_ms": window_ms},
         "alpha": alpha,
-        "test": "two-sided two-proportion z-test (pooled), each variant against the first; "
+        "test": "two-sided two-proportion z-test (pooled), each variant against the control; "
         "Bonferroni over the comparisons",
         "guardrails": {"max_degraded_share": max_degraded_share, "max_latency_p95_ms": max_latency_p95_ms},
         "experiments": experiments,
     }
+
+
+def resplit_check(lists: list[dict[str, Any]], name: str, splits: int, alpha: float) -> dict[str, Any]:
+    """How often the CTR test calls two random halves of the same answers different (A/A re-splits)."""
+    from rtrec.experiments import BUCKETS, bucket
+
+    significant = 0
+    for n in range(splits):
+        halves = [[0, 0], [0, 0]]
+        for row in lists:
+            half = halves[bucket(f"{name}-resplit-{n}", row["user_id"]) < BUCKETS // 2]
+            half[0] += 1
+            half[1] += int((row["clicks"] or 0) > 0)
+        (n_a, clicked_a), (n_b, clicked_b) = halves
+        significant += two_proportion_z_test(clicked_a, n_a, clicked_b, n_b).p_value < alpha
+    return {"splits": splits, "significant": significant, "share": significant / splits if splits else 0.0}
 
 
 def _variant_order(variant: str, control: str | None) -> tuple[int, str]:
@@ -371,6 +395,14 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{arm.get('diversity', float('nan')):.3f} | {arm['degraded_share']:.3f} | "
                 f"{'' if p95 is None else f'{p95:.1f}'} | {'; '.join(arm['guardrails']) or 'ok'} |"
             )
+    resplit = [
+        f"- {name}: {d['resplit_aa']['significant']} of {d['resplit_aa']['splits']} A/A re-splits of its "
+        f"answers significant at {alpha:g} ({_pct(d['resplit_aa']['share'])}; about {_pct(alpha)} expected)"
+        for name, d in report["experiments"].items()
+        if "resplit_aa" in d
+    ]
+    if resplit:
+        lines += ["", *resplit]
     for name, data in report["experiments"].items():
         lines += ["", f"## {name}: click-through by position and by reason", ""]
         lines += ["| variant | position | shown | clicks | CTR |", "|---|---|---|---|---|"]
@@ -455,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("archive", type=Path, help="the archive's root (events/kind=.../dt=.../*.jsonl.gz)")
     parser.add_argument("--experiment", help="report this experiment only (default: every one)")
     parser.add_argument("--control", help="the variant the others are tested against (default: see above)")
+    parser.add_argument("--resplits", type=int, default=200, help="A/A re-splits per experiment (0 = none)")
     parser.add_argument("--from", dest="first_day", default="0001-01-01", help="first day, yyyy-MM-dd")
     parser.add_argument("--to", dest="last_day", default="9999-12-31", help="last day, yyyy-MM-dd")
     parser.add_argument("--window-minutes", type=float, default=30, help="attribution window after an answer")
@@ -480,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             categories=catalog_categories(args.model_dir),
             experiment=args.experiment,
             control=args.control,
+            resplits=args.resplits,
         )
     finally:
         connection.close()

@@ -15,6 +15,7 @@ from evaluation.experiment_report import (
     build_report,
     connect,
     main,
+    resplit_check,
     run_attribution,
     two_proportion_z_test,
     wilson_interval,
@@ -163,3 +164,18 @@ def test_the_cli_writes_markdown_json_and_a_chart(archive, tmp_path, capsys):
     assert json.loads(out.with_suffix(".json").read_text())["experiments"]["exp"]["control"] == "A"
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert main([str(tmp_path / "empty"), "--out", str(out)]) == 1
+
+
+def test_resplits_count_how_often_two_halves_of_the_same_answers_test_different():
+    # 400 users, every other one clicked: random halves differ only by chance.
+    same = [{"user_id": f"u{n}", "clicks": n % 2} for n in range(400)]
+    check = resplit_check(same, "exp", 200, 0.05)
+    assert check["splits"] == 200 and check["share"] < 0.12
+    # Users whose clicks depend on the same hash the halves use are always told apart.
+    from rtrec.experiments import BUCKETS, bucket
+
+    split_by_hash = [
+        {"user_id": f"u{n}", "clicks": int(bucket("exp-resplit-0", f"u{n}") < BUCKETS // 2)}
+        for n in range(400)
+    ]
+    assert resplit_check(split_by_hash, "exp", 1, 0.05)["significant"] == 1
