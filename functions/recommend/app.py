@@ -33,7 +33,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from rtrec import api_requests
-from rtrec.experiments import Assignment, configured, watch_experiments
+from rtrec.experiments import MAX_VARIANTS, Assignment, configured, watch_experiments
 from rtrec.http import (
     NO_STORE,
     RequestError,
@@ -164,8 +164,9 @@ def _experiment_failure(kind: str, message: str) -> None:
 # max age, its SSM client made at the first look; None when no parameter is configured.
 experiments = watch_experiments(settings.experiments, _experiment_failure) if settings.experiments else None
 # One Recommender per variant with rule settings: a shallow copy of the serving one (same catalog,
-# scorer and live view) with the variant's config, rebuilt when the model is swapped.
-_variant_recommenders: dict[tuple[int, str, str], Recommender] = {}
+# scorer and live view) with the variant's config, rebuilt when the model or the settings change.
+_variant_recommenders: dict[tuple[str, str, str], Recommender] = {}
+_variants_of: list[Recommender] = []  # the serving recommender the copies were made from
 _request_started = time.perf_counter()
 
 
@@ -393,10 +394,15 @@ def _serving(user_id: str) -> tuple[Recommender, Assignment | None]:
     assignment = experiments.assign(user_id, int(time.time() * 1000)) if experiments is not None else None
     if assignment is None or not assignment.variant.settings:
         return recommender, assignment
-    key = (id(recommender), assignment.experiment, assignment.variant.name)
+    if not _variants_of or _variants_of[0] is not recommender:  # a swapped model: the old copies go
+        _variant_recommenders.clear()
+        _variants_of[:] = [recommender]
+    variant = assignment.variant
+    key = (assignment.experiment, variant.name, json.dumps(variant.settings, sort_keys=True))
     serving = _variant_recommenders.get(key)
     if serving is None:
-        _variant_recommenders.clear()  # another model or experiment: the old copies go
+        if len(_variant_recommenders) >= 4 * MAX_VARIANTS:  # settings edited many times: start over
+            _variant_recommenders.clear()
         serving = copy.copy(recommender)
         serving.config = configured(recommender.config, assignment.variant)
         _variant_recommenders[key] = serving

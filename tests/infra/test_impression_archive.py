@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import time
 from pathlib import Path
 
 import boto3
@@ -87,6 +88,14 @@ def test_answers_and_their_impressions_name_the_variant_and_land_in_the_archive(
         boto3.client("ssm").put_parameter(
             Name="/test/experiment", Value=json.dumps(EXPERIMENT), Type="String"
         )
+        items = service.functions["RecommendFunction"].module.recommender.catalog.item_ids[:20]
+        now = int(time.time() * 1000)
+        service.ingest(
+            (f"user-{n}", json.dumps({"user_id": f"user-{n}", "event_id": f"e{n}-{m}", "item_id": item,
+                                      "type": "rating", "value": 5, "ts": now - 1000 + m}).encode())
+            for n in range(12)
+            for m, item in enumerate(items[n % 5 : n % 5 + 6])
+        )  # fmt: skip
         answers = {}
         for n in range(12):
             status, body = service.http("GET", "/v1/recommendations", f"user-{n}", "k=5")
@@ -95,6 +104,10 @@ def test_answers_and_their_impressions_name_the_variant_and_land_in_the_archive(
         service.flush_impressions()
     variants = {body["variant"] for body in answers.values()}
     assert variants == {"model", "popular"}
+    # The popular-only variant answers popular items to users the model knows, and is not degraded.
+    for body in answers.values():
+        assert body["source"] == ("model" if body["variant"] == "model" else "popular")
+        assert not body["degraded"] and body["items"]
     assert all(body["experiment"] == "model-vs-popular" for body in answers.values())
     records = archived_impressions(tmp_path)
     assert {record["recommendation_id"] for _, record in records} == set(answers)
