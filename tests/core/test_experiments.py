@@ -170,6 +170,6 @@ def test_the_experiment_parameter_setting_is_optional_and_its_max_age_bounded():
     base = {"USER_STATE_TABLE": "t", "MODEL_DIR": "/opt/model"}
     assert RecommendSettings.from_env(base).experiments is None
     configured_ = RecommendSettings.from_env({**base, "EXPERIMENT_PARAMETER": "/s/experiment"}).experiments
-    assert configured_ is not None and configured_.parameter == "/s/experiment" and configured_.max_age_s == 30
+    assert configured_ is not None and (configured_.parameter, configured_.max_age_s) == ("/s/experiment", 30)
     with pytest.raises(SettingsError, match="EXPERIMENT_MAX_AGE_S"):
         RecommendSettings.from_env({**base, "EXPERIMENT_PARAMETER": "/s/e", "EXPERIMENT_MAX_AGE_S": "0"})
