@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # The core package lives in layers/core (on /opt/python in Lambda); scripts import it like the tests do.
 export PYTHONPATH := $(CURDIR)/layers/core:$(CURDIR)
 
-.PHONY: publish-model rollback bench-peer bench-scale cost help venv venv-312 lint test test-312 lock build model evaluate replay demo local bench openapi clean
+.PHONY: experiment-simulation experiment-report bench-impressions publish-model rollback bench-peer bench-scale cost help venv venv-312 lint test test-312 lock build model evaluate replay demo local bench openapi clean
 
 help:
 	@echo "make demo      run the whole service locally (moto + real handlers) and show it working"
@@ -36,6 +36,8 @@ help:
 	@echo "make model     train, quantize and export the model into layers/model/model/"
 	@echo "make evaluate  offline evaluation against baselines -> model_build/report.{json,md,png}"
 	@echo "make replay    streaming replay evaluation -> evaluation/replay.json"
+	@echo "make experiment-simulation  A/B and A/A through the real handlers -> EXPERIMENT_ARCHIVE"
+	@echo "make experiment-report      read-out of EXPERIMENT_ARCHIVE -> evaluation/experiment_report.{md,json,png}"
 	@echo "make local     keep the local stack running (see README for curl commands)"
 	@echo "make test-browser  the demo web page in headless chromium (also part of make test's pytest run)"
 	@echo "make bench     run the benchmarks -> bench/results/*.json"
@@ -131,6 +133,18 @@ evaluate: venv
 
 replay: venv
 	$(PY) -m evaluation.replay
+
+# Experiments: the ML-100k simulator through the real handlers (A/B model vs popular-only, A/A) into
+# EXPERIMENT_ARCHIVE, then the read-out of that archive (attribution SQL on DuckDB, CIs, test, chart).
+EXPERIMENT_ARCHIVE ?= .cache/experiment-archive
+experiment-simulation: venv
+	$(PY) -m evaluation.ab_simulation --through-stack --archive $(EXPERIMENT_ARCHIVE)
+
+experiment-report: venv
+	$(PY) -m evaluation.experiment_report $(EXPERIMENT_ARCHIVE)
+
+bench-impressions: venv
+	$(PY) bench/impressions.py
 
 # DATA=ecommerce (or a dataset directory) runs the any-catalog demo: import, events, filters, similar items.
 demo: venv

@@ -1,6 +1,20 @@
-"""Validate the experiment read-out offline: a user simulator on MovieLens-100k runs A/B and A/A tests.
+"""Validate the experiment read-out: a user simulator on MovieLens-100k runs A/B and A/A tests.
 
     python -m evaluation.ab_simulation [--users N] [--aa-runs 40] [--out evaluation/ab_simulation.json]
+    python -m evaluation.ab_simulation --through-stack [--archive .cache/experiment-archive] [--users N]
+
+Offline (the first form): the recommenders are called directly, many A/A splits are cheap.
+
+Through the stack (``--through-stack``, `make experiment-simulation`): the template's functions run in
+this process against moto (`infra.local.inprocess`, the local stack's wiring), each experiment in a
+fresh deployment whose experiment parameter (SSM) names it. Every user's history (the same 80 % cut)
+goes through the real ingest handler; then the user asks the real recommend handler for ten items
+(bucketed by the handler, the variant in the answer) and, if one of them is among their next ten
+ratings, posts a `click` with the answer's `recommendation_id` to the real collect handler (and an
+`add_to_cart` when they rated that item 4 or more: the conversion). The clicks go from the stream
+through ingest, impressions through the log subscription's local stand-in, all into the archive under
+``--archive``, which `evaluation.experiment_report` then reads. Experiments: model vs popular-only
+(`popular_only`, A/B) and model vs model (A/A).
 
 Each user's history up to a cut (the first 80 % of their ratings, in time order) is folded into a state;
 the user is bucketed into a variant by `rtrec.experiments` and shown one top-10 list by the variant's
@@ -15,12 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from evaluation import experiment_report
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NEXT_ITEMS = 10
@@ -39,28 +54,18 @@ class ArmResult:
         return self.clicks / self.users if self.users else 0.0
 
 
-def wilson_interval(clicks: int, users: int, z: float = 1.959964) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (95 % by default)."""
-    if users == 0:
-        return (0.0, 1.0)
-    p = clicks / users
-    centre = (p + z * z / (2 * users)) / (1 + z * z / users)
-    half = z * math.sqrt(p * (1 - p) / users + z * z / (4 * users * users)) / (1 + z * z / users)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+def wilson_interval(clicks: int, users: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (the report's, `evaluation.experiment_report`)."""
+    return experiment_report.wilson_interval(clicks, users, confidence)
 
 
 def two_proportion_p_value(a: ArmResult, b: ArmResult) -> float:
     """Two-sided p-value of the z-test for a difference in click-through between two arms."""
-    pooled = (a.clicks + b.clicks) / (a.users + b.users)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / a.users + 1 / b.users))
-    if se == 0:
-        return 1.0
-    z = (a.rate - b.rate) / se
-    return math.erfc(abs(z) / math.sqrt(2))
+    return experiment_report.two_proportion_z_test(a.clicks, a.users, b.clicks, b.users).p_value
 
 
-def simulated_users(limit: int | None) -> list[tuple[str, list[tuple[str, float, int]], set[str]]]:
-    """(user, history before the cut, the next ten items) per MovieLens user with enough ratings."""
+def simulated_users(limit: int | None) -> list[tuple[str, list[tuple[str, float, int]], dict[str, float]]]:
+    """(user, history before the cut, the next ten items with their ratings) per MovieLens user."""
     from dataio.movielens import load_movielens
 
     data, _ = load_movielens()
@@ -77,7 +82,7 @@ def simulated_users(limit: int | None) -> list[tuple[str, list[tuple[str, float,
             (str(data.item_ids[r]), float(data.ratings[r]), int(data.timestamps[r]) * 1000)
             for r in rows[:cut]
         ]
-        future = {str(data.item_ids[r]) for r in rows[cut : cut + NEXT_ITEMS]}
+        future = {str(data.item_ids[r]): float(data.ratings[r]) for r in rows[cut : cut + NEXT_ITEMS]}
         users.append((user, history, future))
     return users[:limit] if limit else users
 
@@ -96,7 +101,7 @@ def run(
     for user, history, future in users:
         variant = experiment.assign(user, NOW_MS)
         assert variant is not None
-        arm = variant.settings["recommender"]
+        arm = "popular" if variant.settings.get("popular_only") else "model"
         if (user, arm) not in clicks:
             recommender = recommenders[arm]
             events = [
@@ -106,7 +111,7 @@ def run(
             state = fold(None, user, events, recommender.catalog, NOW_MS).state
             outcome = recommender.recommend(state, K, np.random.default_rng(0))
             shown = {recommender.item_id_at(p.index) for p in outcome.picks}
-            clicks[(user, arm)] = int(bool(shown & future))
+            clicks[(user, arm)] = int(bool(shown & future.keys()))
         arms[variant.name][0] += 1
         arms[variant.name][1] += clicks[(user, arm)]
     results = {name: ArmResult(n, clicks) for name, (n, clicks) in arms.items()}
@@ -146,7 +151,13 @@ def main() -> None:
     parser.add_argument("--users", type=int)
     parser.add_argument("--aa-runs", type=int, default=40, help="A/A tests, each a different random split")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "evaluation" / "ab_simulation.json")
+    parser.add_argument("--through-stack", action="store_true", help="drive the real handlers (see above)")
+    parser.add_argument("--archive", type=Path, default=REPO_ROOT / ".cache" / "experiment-archive")
     args = parser.parse_args()
+    if args.through_stack:
+        summary = simulate_through_stack(args.archive, [AB_EXPERIMENT, AA_EXPERIMENT], args.users)
+        print(json.dumps(summary, indent=2))
+        return
 
     from rtrec.recommender import Recommender, RecommenderConfig
 
@@ -160,8 +171,8 @@ def main() -> None:
         {
             "name": "model-vs-popular",
             "variants": [
-                {"name": "model", "settings": {"recommender": "model"}},
-                {"name": "popular", "settings": {"recommender": "popular"}},
+                {"name": "model", "settings": {}},
+                {"name": "popular", "settings": {"popular_only": True}},
             ],
         },
         users,
@@ -175,8 +186,8 @@ def main() -> None:
             {
                 "name": f"aa-{n}",
                 "variants": [
-                    {"name": "a1", "settings": {"recommender": "model"}},
-                    {"name": "a2", "settings": {"recommender": "model"}},
+                    {"name": "a1", "settings": {}},
+                    {"name": "a2", "settings": {}},
                 ],
             },
             users,
@@ -206,6 +217,141 @@ def main() -> None:
         + "\n"
     )
     print(f"wrote {args.out}")
+
+
+AB_EXPERIMENT = {
+    "name": "model-vs-popular",
+    "variants": [
+        {"name": "model", "settings": {}},
+        {"name": "popular", "settings": {"popular_only": True}},
+    ],
+}
+AA_EXPERIMENT = {"name": "model-vs-model", "variants": [{"name": "a1"}, {"name": "a2"}]}
+EXPERIMENT_PARAMETER = "/rtrec-simulation/experiment"
+CONVERTING_RATING = 4.0  # a clicked item the user rated this or higher is also added to the cart
+_MARKER = ".experiment-simulation"  # an archive directory this simulation made (and may clear)
+
+
+def simulate_through_stack(
+    archive: Path, experiments: list[dict[str, Any]], limit: int | None = None
+) -> dict[str, Any]:
+    """Run each experiment through the template's real handlers; impressions and events land in ``archive``.
+
+    Returns per experiment the answers and clicks the simulator saw per variant (the report reads the
+    archive, not this).
+    """
+    import shutil
+    import time
+
+    import boto3
+
+    from evaluation.replay import use_in_memory_state
+    from infra.local.inprocess import InProcessService
+    from rtrec.events import Event
+
+    if archive.exists() and any(archive.iterdir()):
+        if not (archive / _MARKER).exists():
+            raise SystemExit(
+                f"{archive} is not empty and not a simulation's archive: choose another --archive"
+            )
+        shutil.rmtree(archive)
+    archive.mkdir(parents=True)
+    (archive / _MARKER).write_text("written by python -m evaluation.ab_simulation --through-stack\n")
+    users = simulated_users(limit)
+    newest = max(ts for _, history, _ in users for _, _, ts in history)
+    shift_ms = int(time.time() * 1000) - 3_600_000 - newest  # the service refuses events before 2000
+    environment = {
+        "EXPERIMENT_PARAMETER": EXPERIMENT_PARAMETER,
+        "EXPERIMENT_MAX_AGE_S": "1",
+        "PER_USER_REQUEST_RATE": "0",
+        "POWERTOOLS_LOG_LEVEL": "INFO",  # impressions are INFO lines
+    }
+    summary: dict[str, Any] = {"users": len(users), "archive": str(archive), "experiments": {}}
+    for config in experiments:
+        started = time.perf_counter()
+        with InProcessService(
+            REPO_ROOT / "template.yaml", environment, drop_metric_lines=True, archive_dir=archive
+        ) as service:
+            _quiet(service)
+            use_in_memory_state(service)
+            boto3.client("ssm").put_parameter(
+                Name=EXPERIMENT_PARAMETER, Value=json.dumps(config), Type="String", Overwrite=True
+            )
+            history = [
+                Event(user, f"ml-{user}-{item}", item, "rating", ts + shift_ms, stars)
+                for user, events, _ in users
+                for item, stars, ts in events
+            ]
+            for start in range(0, len(history), service.batch_size):
+                chunk = history[start : start + service.batch_size]
+                service.ingest((event.user_id, event.to_bytes()) for event in chunk)
+            arms: dict[str, list[int]] = {}
+            for user, _, future in users:
+                status, body = service.http("GET", "/v1/recommendations", user, f"k={K}")
+                if status != 200:
+                    raise RuntimeError(f"GET /v1/recommendations answered {status}: {body}")
+                tally = arms.setdefault(body["variant"], [0, 0, 0])
+                tally[0] += 1
+                hit = next((item["item_id"] for item in body["items"] if item["item_id"] in future), None)
+                if hit is None:
+                    continue
+                tally[1] += 1
+                _respond(service, user, body["recommendation_id"], hit, future[hit] >= CONVERTING_RATING)
+                tally[2] += int(future[hit] >= CONVERTING_RATING)
+            _drain_stream(service)
+            service.flush_impressions()
+        summary["experiments"][config["name"]] = {
+            "answers_clicks_conversions": arms,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    return summary
+
+
+def _quiet(service: Any) -> None:
+    """Keep the handlers' INFO lines off stdout (the impression sink still receives them)."""
+    import logging
+
+    for function in service.functions.values():
+        handler = getattr(getattr(function.module, "logger", None), "registered_handler", None)
+        if handler is not None:
+            handler.setLevel(logging.WARNING)
+
+
+def _respond(service: Any, user: str, recommendation_id: str, item_id: str, converts: bool) -> None:
+    """The simulated user's click (and add to cart) through the real collect handler."""
+    import time
+
+    now_ms = int(time.time() * 1000)
+    events = [
+        {"event_id": f"click-{recommendation_id}", "item_id": item_id, "type": "click",
+         "timestamp": now_ms, "recommendation_id": recommendation_id}
+    ]  # fmt: skip
+    if converts:
+        events.append(
+            {"event_id": f"cart-{recommendation_id}", "item_id": item_id, "type": "add_to_cart",
+             "timestamp": now_ms + 1, "recommendation_id": recommendation_id}
+        )  # fmt: skip
+    status, body = service.http("POST", "/v1/events", user, body={"events": events})
+    if status != 202 or body.get("rejected"):
+        raise RuntimeError(f"POST /v1/events answered {status}: {body}")
+
+
+def _drain_stream(service: Any) -> None:
+    """What collect wrote to the stream, through ingest (and so into the archive), as the mapping would."""
+    import boto3
+
+    kinesis = boto3.client("kinesis")
+    stream = service.stream_source.stream_name
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=service.batch_size)
+            if not page["Records"]:
+                break
+            service.ingest((r["PartitionKey"], r["Data"]) for r in page["Records"])
+            iterator = page.get("NextShardIterator")
 
 
 if __name__ == "__main__":

@@ -975,3 +975,89 @@ def test_only_recommend_and_ingest_may_read_model_versions_and_the_pointer(cfn):
     # Nothing in the stack writes the registry: publishing and rollback are operator actions.
     on_registry = {g for granted in grants.values() for g in granted if "Model" in g[1]}
     assert on_registry == registry
+
+
+# ---------- impressions and experiments ----------
+
+
+def test_impression_lines_reach_the_archive_through_one_subscription_and_firehose(cfn):
+    from rtrec.impressions import FILTER_PATTERN
+
+    subscriptions = of_type(cfn, "AWS::Logs::SubscriptionFilter")
+    on_recommend = {
+        rid: s
+        for rid, s in subscriptions.items()
+        if s["Properties"]["LogGroupName"] == {"Ref": "RecommendLogGroup"}
+    }
+    assert set(on_recommend) >= {"ImpressionSubscription"}
+    assert len(on_recommend) <= 2  # CloudWatch Logs allows two per log group
+    subscription = cfn["ImpressionSubscription"]["Properties"]
+    assert subscription["FilterPattern"] == FILTER_PATTERN
+    assert subscription["DestinationArn"] == {"Fn::GetAtt": ["ImpressionDeliveryStream", "Arn"]}
+    assert subscription["RoleArn"] == {"Fn::GetAtt": ["ImpressionSubscriptionRole", "Arn"]}
+    stream = cfn["ImpressionDeliveryStream"]["Properties"]
+    assert stream["DeliveryStreamType"] == "DirectPut"
+    s3 = stream["ExtendedS3DestinationConfiguration"]
+    assert s3["BucketARN"] == {"Fn::GetAtt": ["ArchiveBucket", "Arn"]}
+    assert s3["Prefix"].startswith("events/kind=impression/dt=")  # the archive's layout, the Glue table's
+    assert s3["ErrorOutputPrefix"].startswith("errors/impressions/")
+    assert s3["CompressionFormat"] == "GZIP" and s3["FileExtension"] == ".jsonl.gz"
+    processors = {p["Type"]: p.get("Parameters", []) for p in s3["ProcessingConfiguration"]["Processors"]}
+    assert list(processors) == ["Decompression", "CloudWatchLogProcessing", "AppendDelimiterToRecord"]
+    assert {"ParameterName": "DataMessageExtraction", "ParameterValue": "true"} in processors[
+        "CloudWatchLogProcessing"
+    ]
+    # Logs may put records into this stream only; Firehose may write under the impression prefixes only.
+    trust = cfn["ImpressionSubscriptionRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"] for s in trust] == [{"Service": "logs.amazonaws.com"}]
+    (put,) = cfn["ImpressionSubscriptionPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert set(put["Action"]) == {"firehose:PutRecord", "firehose:PutRecordBatch"}
+    assert put["Resource"] == {"Fn::GetAtt": ["ImpressionDeliveryStream", "Arn"]}
+    statements = cfn["ImpressionDeliveryPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    (write,) = [s for s in statements if "s3:PutObject" in s["Action"]]
+    assert write["Resource"] == [
+        {"Fn::Sub": "${ArchiveBucket.Arn}/events/kind=impression/*"},
+        {"Fn::Sub": "${ArchiveBucket.Arn}/errors/impressions/*"},
+    ]
+    assert translate()["Outputs"]["ImpressionDeliveryStreamName"]["Value"] == {
+        "Ref": "ImpressionDeliveryStream"
+    }
+
+
+def test_glue_impressions_table_matches_the_impression_record_and_the_duckdb_view(cfn):
+    from evaluation.experiment_report import IMPRESSION_COLUMNS
+    from rtrec.impressions import impression_record
+
+    table = cfn["ArchiveImpressionsTable"]["Properties"]["TableInput"]
+    assert table["Name"] == "impressions"
+    columns = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
+    assert list(columns) == list(IMPRESSION_COLUMNS)
+    record = impression_record("r", "u", "GET /v1/recommendations", "v", [("i", "model")], 1)
+    assert set(columns) <= set(record)
+    assert columns["items"] == "array<array<string>>" and columns["ts"] == "bigint"
+    assert table["StorageDescriptor"]["Location"] == {
+        "Fn::Sub": "s3://${ArchiveBucket}/events/kind=impression/"
+    }
+    assert [p["Name"] for p in table["PartitionKeys"]] == ["dt"]
+    assert table["Parameters"]["projection.enabled"] == "true"
+
+
+def test_the_experiment_parameter_is_read_by_recommend_only(cfn):
+    parameter = cfn["ExperimentParameter"]["Properties"]
+    assert parameter["Type"] == "String" and parameter["Value"] == "none"
+    variables = cfn["RecommendFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["EXPERIMENT_PARAMETER"] == {"Fn::Sub": "/${AWS::StackName}/experiment"}
+    assert parameter["Name"] == variables["EXPERIMENT_PARAMETER"]
+    assert 1 <= int(variables["EXPERIMENT_MAX_AGE_S"]) <= 3600
+    policy = cfn["ExperimentReadPolicy"]["Properties"]
+    assert policy["Roles"] == [{"Ref": "RecommendFunctionRole"}]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Action"] == ["ssm:GetParameter"]
+    arn = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${ExperimentParameter}"
+    assert statement["Resource"] == {"Fn::Sub": arn}
+    readers = [
+        p["Properties"]["Roles"]
+        for p in of_type(cfn, "AWS::IAM::Policy").values()
+        if "ExperimentParameter" in json.dumps(p["Properties"]["PolicyDocument"])
+    ]
+    assert readers == [[{"Ref": "RecommendFunctionRole"}]]

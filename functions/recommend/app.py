@@ -18,6 +18,7 @@ import gc
 
 gc.disable()
 
+import copy
 import json
 import time
 import uuid
@@ -32,6 +33,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from rtrec import api_requests
+from rtrec.experiments import MAX_VARIANTS, Assignment, configured, watch_experiments
 from rtrec.http import (
     NO_STORE,
     RequestError,
@@ -151,6 +153,23 @@ def _model_failure(kind: str, message: str, error: BaseException) -> None:
 model_updates = follow_registry(settings.registry)
 
 
+def _experiment_failure(kind: str, message: str) -> None:
+    """An unreadable or invalid experiment parameter: the last good experiment keeps running."""
+    logger.error(message)
+    name = "ExperimentConfigRejected" if kind == "invalid" else "ExperimentReadFailures"
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+
+# The running experiment (rtrec.experiments): read through Powertools Parameters at most once per
+# max age, its SSM client made at the first look; None when no parameter is configured.
+experiments = watch_experiments(settings.experiments, _experiment_failure) if settings.experiments else None
+# One Recommender per variant with rule settings: a shallow copy of the serving one (same catalog,
+# scorer and live view) with the variant's config, rebuilt when the model or the settings change.
+_variant_recommenders: dict[tuple[str, str, str], Recommender] = {}
+_variants_of: list[Recommender] = []  # the serving recommender the copies were made from
+_request_started = time.perf_counter()
+
+
 def follow_model() -> None:
     """Swap in the version the pointer names, if it moved (at most one look per max age).
 
@@ -176,9 +195,11 @@ def renew_after_restore() -> None:
     Recommendation ids and exploration seeds come from uuid4 (the OS's randomness) per request, so
     nothing else made at init must differ between copies.
     """
-    global user_states, model_updates
+    global user_states, model_updates, experiments
     user_states = UserStateStore.from_client(aws_client("dynamodb", settings.dynamodb), settings.table_name)
     model_updates = follow_registry(settings.registry)  # its SSM and S3 clients too
+    if settings.experiments is not None:
+        experiments = watch_experiments(settings.experiments, _experiment_failure)
 
 
 if recommender.load_error:
@@ -202,7 +223,8 @@ def get_recommendations():
     rng = np.random.default_rng(uuid.UUID(recommendation_id).int)
     _follow_catalog()
     state, read_failure = _read_state(user_id)
-    outcome = recommender.recommend(
+    serving, assignment = _serving(user_id)
+    outcome = serving.recommend(
         state,
         request.k,
         rng,
@@ -211,7 +233,7 @@ def get_recommendations():
         item_filter=request.item_filter,
     )
     _observe("recommendations", outcome, read_failure)
-    return _ranked_answer(user_id, recommendation_id, outcome, read_failure)
+    return _ranked_answer(user_id, recommendation_id, outcome, read_failure, assignment)
 
 
 @app.post(
@@ -228,10 +250,16 @@ def rank_items():
     item_ids = api_requests.rank_item_ids(event.headers, event.body, event.is_base64_encoded)
     recommendation_id = _new_recommendation_id()
     state, read_failure = _read_state(user_id)
-    outcome = recommender.rank(state, item_ids)
+    serving, assignment = _serving(user_id)
+    outcome = serving.rank(state, item_ids)
     _observe("rank", outcome, read_failure)
     return _ranked_answer(
-        user_id, recommendation_id, outcome, read_failure, unknown_item_ids=outcome.unknown_item_ids
+        user_id,
+        recommendation_id,
+        outcome,
+        read_failure,
+        assignment,
+        unknown_item_ids=outcome.unknown_item_ids,
     )
 
 
@@ -246,11 +274,12 @@ def get_similar_items(item_id: str):
     user_id = _caller()
     request = api_requests.similar(item_id, app.current_event.query_string_parameters)
     _follow_catalog()
-    outcome = recommender.similar(request.item_id, request.k, request.item_filter)
+    serving, assignment = _serving(user_id)
+    outcome = serving.similar(request.item_id, request.k, request.item_filter)
     if outcome is None:
         raise RequestError(404, "no such item", [f"path.item_id: {request.item_id!r} is not in the catalog"])
     _observe("similar", outcome, False)
-    return _ranked_answer(user_id, _new_recommendation_id(), outcome, False)
+    return _ranked_answer(user_id, _new_recommendation_id(), outcome, False, assignment)
 
 
 @app.get(
@@ -301,7 +330,8 @@ def delete_me():
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    started = time.perf_counter()
+    global _request_started
+    started = _request_started = time.perf_counter()
     follow_model()
     response = app.resolve(event, context)
     metrics.add_metric(
@@ -359,11 +389,39 @@ def _new_recommendation_id() -> str:
     return recommendation_id
 
 
+def _serving(user_id: str) -> tuple[Recommender, Assignment | None]:
+    """The recommender for the caller's experiment variant (its rule settings), and the assignment."""
+    assignment = experiments.assign(user_id, int(time.time() * 1000)) if experiments is not None else None
+    if assignment is None or not assignment.variant.settings:
+        return recommender, assignment
+    if not _variants_of or _variants_of[0] is not recommender:  # a swapped model: the old copies go
+        _variant_recommenders.clear()
+        _variants_of[:] = [recommender]
+    variant = assignment.variant
+    key = (assignment.experiment, variant.name, json.dumps(variant.settings, sort_keys=True))
+    serving = _variant_recommenders.get(key)
+    if serving is None:
+        if len(_variant_recommenders) >= 4 * MAX_VARIANTS:  # settings edited many times: start over
+            _variant_recommenders.clear()
+        serving = copy.copy(recommender)
+        serving.config = configured(recommender.config, assignment.variant)
+        _variant_recommenders[key] = serving
+    return serving, assignment
+
+
 def _ranked_answer(
-    user_id: str, recommendation_id: str, outcome: Outcome, read_failure: bool, **extra: Any
+    user_id: str,
+    recommendation_id: str,
+    outcome: Outcome,
+    read_failure: bool,
+    assignment: Assignment | None = None,
+    **extra: Any,
 ) -> Response:
     """The body shared by the ranked-item routes, and the impression of what it shows."""
     items = _items(outcome.picks)
+    experiment = assignment.experiment if assignment else None
+    variant = assignment.variant.name if assignment else None
+    degraded = outcome.degraded or read_failure
     logger.info(
         "impression",
         extra=impression_record(
@@ -373,14 +431,21 @@ def _ranked_answer(
             recommender.model_version,
             [(item["item_id"], item["reason"]) for item in items],
             int(time.time() * 1000),
+            variant,
+            experiment=experiment,
+            source=outcome.source,
+            degraded=degraded,
+            latency_ms=(time.perf_counter() - _request_started) * 1000,
         ),
     )
     return _json(
         {
             "recommendation_id": recommendation_id,
             "model_version": recommender.model_version,
-            "degraded": outcome.degraded or read_failure,
+            "degraded": degraded,
             "source": outcome.source,
+            "experiment": experiment,
+            "variant": variant,
             "items": items,
             **extra,
         }

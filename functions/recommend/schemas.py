@@ -58,6 +58,12 @@ class RecommendationsResponse(BaseModel):
     source: str = Field(
         description="model, cold_start (no known history) or popular (no state, or degraded)."
     )
+    experiment: str | None = Field(
+        default=None, description="The running experiment this answer was served under, if any."
+    )
+    variant: str | None = Field(
+        default=None, description="The caller's variant of that experiment (stable per user), if any."
+    )
     items: list[ScoredItem]
 
 

@@ -142,3 +142,87 @@ def archived_streams(document: dict[str, Any]) -> set[str]:
         elif isinstance(arn, dict) and isinstance(arn.get("Fn::GetAtt"), str):
             streams.add(arn["Fn::GetAtt"].split(".", 1)[0])
     return streams
+
+
+class ImpressionSink(logging.Handler):
+    """The impression subscription locally: a function's impression log lines into the archive.
+
+    In AWS a CloudWatch Logs subscription filter (``{ $.message = "impression" }``) sends the recommend
+    function's impression lines to a Firehose stream that writes them under
+    ``events/kind=impression/dt=<day>/`` (template.yaml ``ImpressionSubscription``). Here the handler is
+    attached to the function's Powertools logger: it formats each record as the function's own line
+    (the same JSON the log group receives), keeps the impression lines and writes them with
+    ``LocalArchive.write`` (their ``kind`` and ``ts`` pick the partition), ``max_records`` per file
+    (Firehose's buffer; ``flush`` writes what is held).
+    """
+
+    def __init__(self, archive: LocalArchive, formatter: logging.Formatter, max_records: int = 1) -> None:
+        super().__init__()
+        self.archive = archive
+        self.line_formatter = formatter
+        self.max_records = max(1, max_records)
+        self._held: list[bytes] = []
+        self._held_lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() != "impression":
+            return
+        line = self.line_formatter.format(record)
+        try:
+            parsed = json.loads(line)
+        except ValueError:
+            return
+        if not (isinstance(parsed, dict) and parsed.get("kind") == "impression"):
+            return
+        with self._held_lock:
+            self._held.append(line.encode())
+            full = len(self._held) >= self.max_records
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._held_lock:
+            held, self._held = self._held, []
+        if held:
+            self.archive.write(held)
+
+
+def attach_impression_sink(module: Any, archive: LocalArchive, max_records: int = 1) -> ImpressionSink | None:
+    """Subscribe ``archive`` to the impression lines of a loaded function (its module's ``logger``)."""
+    logger = getattr(module, "logger", None)
+    formatter = getattr(logger, "registered_formatter", None)
+    if logger is None or formatter is None:
+        return None
+    sink = ImpressionSink(archive, formatter, max_records)
+    logging.getLogger(logger.name).addHandler(sink)
+    return sink
+
+
+def subscribed_functions(document: dict[str, Any]) -> set[str]:
+    """Logical ids of the functions whose log group a subscription filter sends to a Firehose stream."""
+    resources = document.get("Resources") or {}
+    groups = set()
+    for resource in resources.values():
+        if resource.get("Type") != "AWS::Logs::SubscriptionFilter":
+            continue
+        properties = resource.get("Properties") or {}
+        destination = properties.get("DestinationArn")
+        target = destination.get("Fn::GetAtt") if isinstance(destination, dict) else None
+        target_id = (
+            (target[0] if isinstance(target, list) else str(target).split(".", 1)[0]) if target else None
+        )
+        if (
+            target_id
+            and (resources.get(target_id) or {}).get("Type") == "AWS::KinesisFirehose::DeliveryStream"
+        ):
+            group = properties.get("LogGroupName")
+            if isinstance(group, dict) and "Ref" in group:
+                groups.add(group["Ref"])
+    functions = set()
+    for function_id, resource in resources.items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        group = ((resource.get("Properties") or {}).get("LoggingConfig") or {}).get("LogGroup")
+        if isinstance(group, dict) and group.get("Ref") in groups:
+            functions.add(function_id)
+    return functions

@@ -17,7 +17,7 @@ from typing import Any
 
 from moto import mock_aws
 
-from infra.local.archive import LocalArchive
+from infra.local.archive import LocalArchive, attach_impression_sink, subscribed_functions
 from infra.local.aws import KinesisSource
 from infra.local.http_api import build_http_event
 from infra.local.poller import kinesis_event_record
@@ -63,9 +63,22 @@ class InProcessService:
             self.__exit__()
             raise
         self.stream_source = next(iter(self.host.deployment.kinesis_sources()), None)
+        self.impression_sinks = []
+        if self.archive is not None:  # the impression subscription: impression log lines to the archive
+            for function_id in subscribed_functions(self.template.document):
+                if function_id in self.functions:
+                    sink = attach_impression_sink(self.functions[function_id].module, self.archive, 200)
+                    if sink is not None:
+                        self.impression_sinks.append(sink)
         return self
 
+    def flush_impressions(self) -> None:
+        """Write the impressions the sinks hold (Firehose's buffer) to the archive."""
+        for sink in getattr(self, "impression_sinks", []):
+            sink.flush()
+
     def __exit__(self, *exc: object) -> None:
+        self.flush_impressions()
         self.host.stop()
         self._mock.stop()
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.local.archive import LocalArchive, archived_streams
+from infra.local.archive import LocalArchive, archived_streams, attach_impression_sink, subscribed_functions
 from infra.local.auth import LocalIdentityProvider
 from infra.local.aws import MotoServer
 from infra.local.http_api import BoundRoute, LocalHttpApi, PageHandler
@@ -114,6 +114,11 @@ class LocalStack:
             self._started.append(poller)
             poller.start()
             self.pollers.append(poller)
+
+        if self.archive is not None:  # the impression subscription: impression log lines to the archive
+            for function_id in subscribed_functions(self.template.document):
+                if function_id in self.functions:
+                    attach_impression_sink(self.functions[function_id].module, self.archive)
 
         routes = self.template.http_routes()
         api_ids = sorted({r.api_id for r in routes})

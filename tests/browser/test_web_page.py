@@ -144,9 +144,16 @@ def test_a_click_on_an_item_changes_the_next_list(
     assert stack.archive is not None
     archived = [
         json.loads(line)
-        for path in stack.archive.root.rglob("*.jsonl.gz")
+        for path in (stack.archive.root / "events" / "kind=event").rglob("*.jsonl.gz")
         for line in gzip.decompress(path.read_bytes()).splitlines()
     ]
+    # The lists themselves are archived as impressions (the recommend function's log subscription).
+    shown = {
+        json.loads(line)["recommendation_id"]
+        for path in (stack.archive.root / "events" / "kind=impression").rglob("*.jsonl.gz")
+        for line in gzip.decompress(path.read_bytes()).splitlines()
+    }
+    assert first["recommendation_id"] in shown
     assert sorted(
         (e["type"], e["item_id"], e.get("recommendation_id"), (e.get("context") or {}).get("position"))
         for e in archived

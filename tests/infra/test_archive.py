@@ -79,7 +79,9 @@ def test_the_in_process_harness_archives_each_ingested_batch(tmp_path):
 @pytest.mark.skipif(shutil.which("jq") is None, reason="no jq on PATH")
 def test_the_templates_jq_query_and_the_local_rule_agree():
     """Firehose runs the template's query with jq 1.6; the local archive must partition as it does."""
-    (stream,) = Template(REPO_ROOT / "template.yaml").of_type("AWS::KinesisFirehose::DeliveryStream").values()
+    stream = Template(REPO_ROOT / "template.yaml").of_type("AWS::KinesisFirehose::DeliveryStream")[
+        "ArchiveDeliveryStream"
+    ]
     processors = stream["Properties"]["ExtendedS3DestinationConfiguration"]["ProcessingConfiguration"][
         "Processors"
     ]

@@ -1,20 +1,40 @@
 """Experiments as configuration: variants, a traffic split, a time window, deterministic bucketing.
 
-An experiment is data (read from SSM or AppConfig by the function that serves it): a name, a start
-and a stop, and variants with weights and the settings they change (a model version, the exploration
-share ...). A user's variant is a hash of the experiment's name and the user id, so every answer of
+An experiment is data (an SSM parameter the recommend function reads through Powertools Parameters
+with a short max age, `ExperimentWatcher`): a name, a start and a stop, and variants with weights and
+the rule settings they change (`RULE_SETTINGS`: the exploration share, the genre cap, popularity
+only ...). A user's variant is a hash of the experiment's name and the user id, so every answer of
 the experiment gives the same user the same variant, and separate experiments split independently.
+A configuration that does not validate never replaces the last good one (the watcher reports it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rtrec.recommender import RecommenderConfig
+    from rtrec.settings import ExperimentSettings
 
 BUCKETS = 10_000
 MAX_VARIANTS = 10
+# What a variant may change, with the bounds the function's own settings have (rtrec.settings): a
+# variant is a set of RecommenderConfig fields for the requests of its users.
+RULE_SETTINGS: dict[str, tuple[float, float]] = {
+    "exploration_share": (0.0, 0.5),
+    "exploration_rate": (0.0, 1.0),
+    "genre_cap_share": (0.05, 1.0),
+    "promotion_share": (0.0, 0.5),
+}
+FLAG_SETTINGS = frozenset({"popular_only"})  # popularity only, no model: the usual control arm
+# The parameter's value when no experiment runs (an SSM String cannot be empty).
+NO_EXPERIMENT = frozenset({"", "none", "off", "null"})
 
 
 class InvalidExperiment(ValueError):
@@ -92,7 +112,123 @@ def _variant(raw: Any) -> Variant:
     settings = raw.get("settings", {})
     if not isinstance(settings, dict):
         raise InvalidExperiment(f"variant {raw['name']}: settings is an object")
-    return Variant(raw["name"], float(weight), dict(settings))
+    return Variant(raw["name"], float(weight), _settings(raw["name"], settings))
+
+
+def _settings(variant: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The variant's rule settings, each known and within its bounds."""
+    checked: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key == "model_version":
+            # One model per container (the registry's pointer): a second one per variant is not held.
+            raise InvalidExperiment(f"variant {variant}: model_version variants are not served")
+        if key in FLAG_SETTINGS:
+            if not isinstance(value, bool):
+                raise InvalidExperiment(f"variant {variant}: {key} is true or false")
+            checked[key] = value
+        elif key in RULE_SETTINGS:
+            low, high = RULE_SETTINGS[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise InvalidExperiment(f"variant {variant}: {key} is a number from {low:g} to {high:g}")
+            checked[key] = float(value)
+        else:
+            known = ", ".join(sorted([*RULE_SETTINGS, *FLAG_SETTINGS]))
+            raise InvalidExperiment(f"variant {variant}: unknown setting {key!r} (known: {known})")
+    return checked
+
+
+def parse_config(text: str | None) -> Experiment | None:
+    """The experiment a parameter's text describes; None when it says none runs (``none``, empty)."""
+    if text is None or text.strip().lower() in NO_EXPERIMENT:
+        return None
+    try:
+        raw = json.loads(text)
+    except ValueError as error:
+        raise InvalidExperiment(f"not JSON: {error}") from None
+    return None if raw is None else parse_experiment(raw)
+
+
+def configured(config: RecommenderConfig, variant: Variant | None) -> RecommenderConfig:
+    """``config`` with the variant's rule settings in place of the function's own."""
+    if variant is None or not variant.settings:
+        return config
+    return dataclasses.replace(config, **variant.settings)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The experiment and variant one answer was served under."""
+
+    experiment: str
+    variant: Variant
+
+
+class ExperimentWatcher:
+    """The running experiment, read at most once per ``check_every_s`` (one float comparison otherwise).
+
+    ``read`` returns the parameter's text (Powertools caches it for the same max age). A read that
+    fails or a text that does not validate keeps the last good experiment and is reported through
+    ``on_failure(kind, message)`` (kind ``read`` or ``invalid``; an invalid text once, not every look).
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], str | None],
+        check_every_s: float,
+        on_failure: Callable[[str, str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.read = read
+        self.check_every_s = check_every_s
+        self.on_failure = on_failure
+        self.clock = clock
+        self.experiment: Experiment | None = None
+        self._text: str | None = None
+        self._next_check: float | None = None
+
+    def current(self) -> Experiment | None:
+        now = self.clock()
+        if self._next_check is not None and now < self._next_check:
+            return self.experiment
+        self._next_check = now + self.check_every_s
+        try:
+            text = self.read()
+        except Exception as error:
+            self.on_failure("read", f"experiment parameter unreadable: {type(error).__name__}: {error}")
+            return self.experiment
+        if text == self._text:
+            return self.experiment
+        self._text = text
+        try:
+            self.experiment = parse_config(text)
+        except InvalidExperiment as error:
+            kept = self.experiment.name if self.experiment else "none"
+            self.on_failure("invalid", f"experiment configuration refused ({error}); keeping {kept}")
+        return self.experiment
+
+    def assign(self, user_id: str, now_ms: int) -> Assignment | None:
+        """The caller's experiment and variant now, None when no experiment runs for them."""
+        experiment = self.current()
+        variant = experiment.assign(user_id, now_ms) if experiment is not None else None
+        return Assignment(experiment.name, variant) if experiment is not None and variant else None
+
+
+def watch_experiments(
+    settings: ExperimentSettings, on_failure: Callable[[str, str], None]
+) -> ExperimentWatcher:
+    """A watcher on the experiment parameter through Powertools Parameters, its client made at first look."""
+    from rtrec.registry import Lazy, cached_pointer
+    from rtrec.stores.clients import aws_client
+
+    def ssm_provider() -> Any:
+        from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+        return SSMProvider(boto3_client=aws_client("ssm", settings.ssm))
+
+    provider = Lazy(ssm_provider)
+    # cached_pointer: the parameter through the provider's cache; a missing parameter reads as None.
+    read = cached_pointer(lambda *a, **k: provider().get(*a, **k), settings.parameter, settings.max_age_s)
+    return ExperimentWatcher(read, settings.max_age_s, on_failure)
 
 
 def split(experiment: Experiment, user_ids: Sequence[str], now_ms: int) -> dict[str, list[str]]:

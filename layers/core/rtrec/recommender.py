@@ -71,6 +71,8 @@ class RecommenderConfig:
     # Promotions: this share of the slots goes to items matching promotion_filter (newest first).
     promotion_share: float = 0.0
     promotion_filter: ItemFilter = field(default_factory=ItemFilter)
+    # Popular items only, no model: an experiment's control arm (rtrec.experiments), not a degradation.
+    popular_only: bool = False
 
 
 @dataclass
@@ -224,6 +226,8 @@ class Recommender:
             return Outcome(
                 self._popular(mask, rules, source, state), source, degraded, self._failure(degraded)
             )
+        if self.config.popular_only:
+            return Outcome(self._popular(mask, rules, ranking.REASON_POPULAR), SOURCE_POPULAR)
         if self.scorer is None:
             return Outcome(
                 self._popular(mask, rules, ranking.REASON_POPULAR), SOURCE_POPULAR, True, self.load_error

@@ -123,6 +123,27 @@ class ModelRegistrySettings:
 
 
 @dataclass(frozen=True)
+class ExperimentSettings:
+    """The running experiment's SSM parameter (rtrec.experiments); ``EXPERIMENT_PARAMETER`` empty = none."""
+
+    parameter: str
+    # How stale the experiment may be: Powertools caches the parameter this long, looked at no more often.
+    max_age_s: int
+    ssm: ClientTimeouts
+
+    @classmethod
+    def from_env(cls, env: _Reader) -> ExperimentSettings | None:
+        parameter = (env.environ.get("EXPERIMENT_PARAMETER") or "").strip()
+        if not parameter:
+            return None
+        return cls(
+            parameter=parameter,
+            max_age_s=env.integer("EXPERIMENT_MAX_AGE_S", 30, 1, 3600),
+            ssm=env.timeouts("SSM", connect_s=0.5, read_s=1.0, attempts=1, limit_s=5, max_attempts=3),
+        )
+
+
+@dataclass(frozen=True)
 class CollectSettings:
     """POST /v1/events: where events go and how long a write may take."""
 
@@ -207,6 +228,8 @@ class RecommendSettings:
     catalog_refresh_s: float
     promotion_share: float
     promotion_filter: ItemFilter
+    # The running experiment (rtrec.experiments); None = no experiment parameter configured.
+    experiments: ExperimentSettings | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RecommendSettings:
@@ -235,6 +258,7 @@ class RecommendSettings:
             catalog_refresh_s=env.number("CATALOG_REFRESH_S", 5.0, 0.5, 3600),
             promotion_share=env.number("PROMOTION_SHARE", 0.0, 0.0, 0.5),
             promotion_filter=env.item_filter("PROMOTION_FILTER"),
+            experiments=ExperimentSettings.from_env(env),
         )
 
 
