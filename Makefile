@@ -227,8 +227,10 @@ clean:
 # on the local archive (ARCHIVE, default .cache/archive; DAYS, default 30) and publishes to the registry of
 # a running `make local` (.cache/local-stack.json); without one it trains and gates, and publishes nothing.
 # EPOCHS (default 2: a short run), RETRAIN_ARGS for anything else (--tolerance, --holdout-days, --dry-run).
+# With ARCHIVE=s3://... (the scheduled job) the fake credentials exported above are dropped: the job's own are used.
 retrain: venv
-	$(PY) -m model_build.retrain --archive $(or $(ARCHIVE),.cache/archive) --days $(or $(DAYS),30) \
+	env $(if $(filter s3://%,$(ARCHIVE)),$(if $(filter testing,$(AWS_ACCESS_KEY_ID)),-u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY)) \
+		$(PY) -m model_build.retrain --archive $(or $(ARCHIVE),.cache/archive) --days $(or $(DAYS),30) \
 		--epochs $(or $(EPOCHS),2) --local-stack .cache/local-stack.json $(RETRAIN_ARGS)
 
 demo-loop: venv

@@ -356,13 +356,13 @@ class Registry:
 
 
 def registry_from(args: argparse.Namespace, session: Any = None) -> Registry | None:
-    """--bucket/--pointer, the stack's outputs (--stack-name), or a running local stack (--local-stack);
-    None when --local-stack names no running stack (nothing to publish to)."""
+    """--bucket/--pointer, a running local stack (--local-stack), or the stack's outputs (--stack-name);
+    None when none is given, or --local-stack names no running stack (nothing to publish to)."""
     import boto3
 
     endpoint = args.endpoint_url
     bucket, pointer = args.bucket, args.pointer
-    if args.local_stack:
+    if args.local_stack and not (bucket and pointer):  # names given on the command line win
         path = Path(args.local_stack)
         if not path.exists():
             return None
