@@ -59,27 +59,32 @@ def test_the_running_stack_follows_its_registry_pointer(tmp_path):
     (variant / "metadata.json").write_text(json.dumps(metadata))
 
     with LocalStack(environment={"MODEL_POINTER_MAX_AGE_S": "1"}) as stack:
-        names = stack.model_registry
-        assert names is not None and stack.describe()["model_registry"] == {
-            "bucket": names.bucket,
-            "pointer": names.pointer,
-        }
-        clients = stack.clients("s3", "ssm")
-        assert clients["ssm"].get_parameter(Name=names.pointer)["Parameter"]["Value"] == "bootstrap"
-        assert clients["s3"].head_bucket(Bucket=names.bucket)
-        recommend = stack.functions["RecommendFunction"].environment
-        assert (recommend["MODEL_BUCKET"], recommend["MODEL_POINTER"]) == (names.bucket, names.pointer)
-        assert _version(stack, "someone") == LAYER_VERSION
+        try:
+            names = stack.model_registry
+            assert names is not None and stack.describe()["model_registry"] == {
+                "bucket": names.bucket,
+                "pointer": names.pointer,
+            }
+            clients = stack.clients("s3", "ssm")
+            assert clients["ssm"].get_parameter(Name=names.pointer)["Parameter"]["Value"] == "bootstrap"
+            assert clients["s3"].head_bucket(Bucket=names.bucket)
+            recommend = stack.functions["RecommendFunction"].environment
+            assert (recommend["MODEL_BUCKET"], recommend["MODEL_POINTER"]) == (names.bucket, names.pointer)
+            assert _version(stack, "someone") == LAYER_VERSION
 
-        registry = [
-            "--bucket",
-            names.bucket,
-            "--pointer",
-            names.pointer,
-            "--endpoint-url",
-            stack.aws_endpoint_url,
-        ]
-        assert publish_main(["--dir", str(variant), *registry]) == 0
-        assert _answers_with(stack, "v-local-2")
-        assert rollback_main(["bootstrap", *registry]) == 0
-        assert _answers_with(stack, LAYER_VERSION)
+            registry = [
+                "--bucket",
+                names.bucket,
+                "--pointer",
+                names.pointer,
+                "--endpoint-url",
+                stack.aws_endpoint_url,
+            ]
+            assert publish_main(["--dir", str(variant), *registry]) == 0
+            assert _answers_with(stack, "v-local-2")
+            assert rollback_main(["bootstrap", *registry]) == 0
+            assert _answers_with(stack, LAYER_VERSION)
+        finally:
+            # moto's server keeps its state in this process's backends: leave none for the next stack.
+            reset = urllib.request.Request(stack.aws_endpoint_url + "/moto-api/reset", method="POST")
+            urllib.request.urlopen(reset, timeout=30).close()
