@@ -254,10 +254,13 @@ def train_candidate(
     dataset: Any,
     out_root: Path,
     epochs: int,
-    learning_rate: float,
+    learning_rate: float | None = None,
     encoder_units: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Train on ``dataset``, export dynamic-range; returns (artifact directory, metadata)."""
+    """Train on ``dataset``, export dynamic-range; returns (artifact directory, metadata).
+
+    TensorFlow is imported here, not before: a run without enough data says so at once.
+    """
     from model_build import data as data_module
     from model_build import train as train_module
     from model_build.export import artifact_version, convert, write_artifact
@@ -277,6 +280,7 @@ def train_candidate(
     if not len(prepared["train"].targets):
         raise NotEnoughData("no training examples in the window")
     config = ModelConfig(**({"encoder_units": encoder_units} if encoder_units else {}))
+    learning_rate = learning_rate or train_module.LEARNING_RATE
     started = time.time()
     layers, _, history = train_module.train(prepared, epochs, config=config, learning_rate=learning_rate)
     seconds = time.time() - started
@@ -450,7 +454,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, session: Any = None) -> tuple[int, dict[str, Any]]:
     """The whole retraining; returns (exit code, report)."""
-    from model_build import train as train_module
     from rtrec.registry import publish, validate_artifact
 
     first, last = args.window
@@ -501,10 +504,9 @@ def run(args: argparse.Namespace, session: Any = None) -> tuple[int, dict[str, A
             len(holdout),
             serving_version,
         )
-        learning_rate = args.learning_rate or train_module.LEARNING_RATE
         with contextlib.redirect_stdout(sys.stderr):  # Keras' progress lines: stdout is the report
             candidate_dir, metadata = train_candidate(
-                training, args.out, args.epochs, learning_rate, args.encoder_units
+                training, args.out, args.epochs, args.learning_rate, args.encoder_units
             )
         from rtrec.scorer import Scorer
 

@@ -233,3 +233,26 @@ def test_too_few_held_out_users_is_not_enough_to_judge(shop_archive, tmp_path, c
     code = retrain.main(run_args(shop_archive, tmp_path, "--dry-run", "--min-holdout", "100000"))
     assert code == retrain.EXIT_NO_DATA
     assert "fewer than --min-holdout" in capsys.readouterr().err
+
+
+def test_an_archive_in_s3_is_copied_for_the_window_only(aws, tmp_path):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="archive")
+    keys = [
+        "events/kind=event/dt=2026-11-28/a.jsonl.gz",  # before the window
+        "events/kind=event/dt=2026-11-29/b.jsonl.gz",
+        "events/kind=event/dt=2026-11-30/c.jsonl.gz",
+        "events/kind=impression/dt=2026-11-30/d.jsonl.gz",  # not an event: training reads events only
+        "errors/processing-failed/dt=2026-11-30/e.jsonl.gz",
+        "catalog/items/items.jsonl",
+    ]
+    for key in keys:
+        s3.put_object(Bucket="archive", Key=f"prod/{key}", Body=b"x")
+    root = retrain.sync_archive(s3, "s3://archive/prod", "2026-11-29", "2026-11-30", tmp_path / "copy")
+    copied = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert copied == [
+        "catalog/items/items.jsonl",
+        "events/kind=event/dt=2026-11-29/b.jsonl.gz",
+        "events/kind=event/dt=2026-11-30/c.jsonl.gz",
+    ]
+    assert retrain.catalog_export(root) == root / "catalog" / "items" / "items.jsonl"
