@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # The core package lives in layers/core (on /opt/python in Lambda); scripts import it like the tests do.
 export PYTHONPATH := $(CURDIR)/layers/core:$(CURDIR)
 
-.PHONY: experiment-simulation experiment-report bench-impressions publish-model rollback bench-peer bench-scale cost help venv venv-312 lint test test-312 lock build model evaluate replay demo local bench openapi clean
+.PHONY: retrain demo-loop experiment-simulation experiment-report bench-impressions publish-model rollback bench-peer bench-scale cost help venv venv-312 lint test test-312 lock build model evaluate replay demo local bench openapi clean
 
 help:
 	@echo "make demo      run the whole service locally (moto + real handlers) and show it working"
@@ -45,6 +45,8 @@ help:
 	@echo "make build     sam build"
 	@echo "make publish-model  publish layers/model/model (MODEL=dir) to the registry and make it live"
 	@echo "make rollback VERSION=...  point the live model back at a published version (or bootstrap)"
+	@echo "make retrain   train on the local archive, gate against the serving model, publish to make local's registry"
+	@echo "make demo-loop the learning loop locally: traffic, archive, retrain, hot swap, rollback"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -220,3 +222,16 @@ rollback: venv
 
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache .hypothesis model_build/.work
+
+# The learning loop (docs/ARCHITECTURE.md, "Retraining"). `make retrain` runs the scheduled job's entry point
+# on the local archive (ARCHIVE, default .cache/archive; DAYS, default 30) and publishes to the registry of
+# a running `make local` (.cache/local-stack.json); without one it trains and gates, and publishes nothing.
+# EPOCHS (default 2: a short run), RETRAIN_ARGS for anything else (--tolerance, --holdout-days, --dry-run).
+# With ARCHIVE=s3://... (the scheduled job) the fake credentials exported above are dropped: the job's own are used.
+retrain: venv
+	env $(if $(filter s3://%,$(ARCHIVE)),$(if $(filter testing,$(AWS_ACCESS_KEY_ID)),-u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY)) \
+		$(PY) -m model_build.retrain --archive $(or $(ARCHIVE),.cache/archive) --days $(or $(DAYS),30) \
+		--epochs $(or $(EPOCHS),2) --local-stack .cache/local-stack.json $(RETRAIN_ARGS)
+
+demo-loop: venv
+	$(PY) -m demo.loop $(if $(EPOCHS),--epochs $(EPOCHS))

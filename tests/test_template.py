@@ -970,10 +970,13 @@ def test_only_recommend_and_ingest_may_read_model_versions_and_the_pointer(cfn):
         ("ssm:GetParameter", json.dumps({"Fn::Sub": pointer_arn})),
     }
     readers = {role for role, granted in grants.items() if granted & registry}
-    assert readers == {"RecommendFunctionRole", "IngestFunctionRole"}
+    # RetrainRole: the scheduled retraining job (test_the_retraining_role_reads_the_archive_...).
+    assert readers == {"RecommendFunctionRole", "IngestFunctionRole", "RetrainRole"}
     assert grants["RecommendFunctionRole"] >= registry and grants["IngestFunctionRole"] >= registry
-    # Nothing in the stack writes the registry: publishing and rollback are operator actions.
-    on_registry = {g for granted in grants.values() for g in granted if "Model" in g[1]}
+    # Nothing else in the stack writes the registry: publishing and rollback are operator actions.
+    on_registry = {
+        g for role, granted in grants.items() if role != "RetrainRole" for g in granted if "Model" in g[1]
+    }
     assert on_registry == registry
 
 
@@ -1061,3 +1064,117 @@ def test_the_experiment_parameter_is_read_by_recommend_only(cfn):
         if "ExperimentParameter" in json.dumps(p["Properties"]["PolicyDocument"])
     ]
     assert readers == [[{"Ref": "RecommendFunctionRole"}]]
+
+
+# -- retraining (model_build.retrain on a schedule) ----------------------------------------------------
+RETRAIN = {"RetrainSourceLocation": "my-builds/rtrec/source.zip"}
+RETRAIN_RESOURCES = {
+    "RetrainLogGroup",
+    "RetrainRole",
+    "RetrainProject",
+    "RetrainScheduleRole",
+    "RetrainScheduleRule",
+}
+
+
+def test_the_retraining_job_exists_only_with_a_source_bundle_and_its_schedule_follows_the_flag():
+    assert not RETRAIN_RESOURCES & set(under()["Resources"])
+    assert not {"RetrainProjectName", "RetrainScheduleName"} & set(under()["Outputs"])
+    made = under(RETRAIN)
+    assert set(made["Resources"]) >= RETRAIN_RESOURCES
+    rule = made["Resources"]["RetrainScheduleRule"]["Properties"]
+    assert rule["State"] == "ENABLED" and rule["ScheduleExpression"] == "cron(0 3 * * ? *)"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["RetrainProject", "Arn"]}
+    assert target["RoleArn"] == {"Fn::GetAtt": ["RetrainScheduleRole", "Arn"]}
+    off = under({**RETRAIN, "RetrainEnabled": "false", "RetrainSchedule": "rate(6 hours)"})
+    rule = off["Resources"]["RetrainScheduleRule"]["Properties"]
+    assert rule["State"] == "DISABLED" and rule["ScheduleExpression"] == "rate(6 hours)"
+    assert made["Outputs"]["RetrainProjectName"]["Value"] == {"Ref": "RetrainProject"}
+
+
+def test_the_retraining_job_runs_make_retrain_on_the_archive_and_publishes_to_the_registry():
+    project = under(RETRAIN)["Resources"]["RetrainProject"]["Properties"]
+    assert (
+        project["Source"]["Type"] == "S3"
+        and project["Source"]["Location"] == RETRAIN["RetrainSourceLocation"]
+    )
+    assert project["Artifacts"] == {"Type": "NO_ARTIFACTS"}
+    assert project["ServiceRole"] == {"Fn::GetAtt": ["RetrainRole", "Arn"]}
+    assert 30 <= project["TimeoutInMinutes"] <= 480  # a training run, not a Lambda's 15 minutes
+    environment = {v["Name"]: v["Value"] for v in project["Environment"]["EnvironmentVariables"]}
+    assert environment["ARCHIVE_BUCKET"] == {"Ref": "ArchiveBucket"}
+    assert environment["MODEL_BUCKET"] == {"Ref": "ModelBucket"}
+    assert environment["MODEL_POINTER"] == {"Ref": "ModelPointer"}
+    assert (str(environment["RETRAIN_DAYS"]), str(environment["RETRAIN_EPOCHS"])) == ("30", "8")
+    assert environment["RETRAIN_TOLERANCE"] == "0.005"
+    buildspec = yaml_parse(project["Source"]["BuildSpec"])
+    assert buildspec["phases"]["install"]["runtime-versions"]["python"] == 3.11  # the dev venv's Python
+    (command,) = buildspec["phases"]["build"]["commands"]
+    assert "make retrain" in command and 'ARCHIVE="s3://${ARCHIVE_BUCKET}"' in command
+    for flag in (
+        "--bucket ${MODEL_BUCKET}",
+        "--pointer ${MODEL_POINTER}",
+        "--tolerance ${RETRAIN_TOLERANCE}",
+    ):
+        assert flag in command
+    # model_build.retrain's exit codes: published, refused by the gate, not enough data end the build well.
+    from model_build import retrain
+
+    assert "0|3|4) exit 0" in command
+    assert (retrain.EXIT_PUBLISHED, retrain.EXIT_REFUSED, retrain.EXIT_NO_DATA) == (0, 3, 4)
+    assert project["LogsConfig"]["CloudWatchLogs"]["GroupName"] == {"Ref": "RetrainLogGroup"}
+
+
+def test_the_retraining_role_reads_the_archive_writes_the_registry_and_nothing_else():
+    resources = under(RETRAIN)["Resources"]
+    role = resources["RetrainRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "codebuild.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    assert "ManagedPolicyArns" not in role
+    grants = {
+        (action, json.dumps(s["Resource"], sort_keys=True), json.dumps(s.get("Condition"), sort_keys=True))
+        for s in _statements(resources["RetrainRole"])
+        for action in _actions(s)
+    }
+
+    def sub(text: str) -> str:
+        return json.dumps({"Fn::Sub": text})
+
+    def arn(name: str) -> str:
+        return json.dumps({"Fn::GetAtt": [name, "Arn"]})
+
+    pointer = sub("arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${ModelPointer}")
+    archive_prefixes = {"StringLike": {"s3:prefix": ["events/kind=event/*", "catalog/items/*"]}}
+    registry_prefixes = {"StringLike": {"s3:prefix": ["models/*", "retrain-runs/*"]}}
+    none = json.dumps(None)
+    assert grants == {
+        ("s3:GetObject", sub("arn:${AWS::Partition}:s3:::${RetrainSourceLocation}"), none),
+        ("s3:GetObjectVersion", sub("arn:${AWS::Partition}:s3:::${RetrainSourceLocation}"), none),
+        ("s3:ListBucket", arn("ArchiveBucket"), json.dumps(archive_prefixes, sort_keys=True)),
+        (
+            "s3:GetObject",
+            json.dumps(
+                [
+                    {"Fn::Sub": "${ArchiveBucket.Arn}/events/kind=event/*"},
+                    {"Fn::Sub": "${ArchiveBucket.Arn}/catalog/items/*"},
+                ]
+            ),
+            none,
+        ),
+        ("s3:ListBucket", arn("ModelBucket"), json.dumps(registry_prefixes, sort_keys=True)),
+        ("s3:GetObject", sub("${ModelBucket.Arn}/models/*"), none),
+        ("s3:PutObject", sub("${ModelBucket.Arn}/models/*"), none),
+        ("s3:PutObject", sub("${ModelBucket.Arn}/retrain-runs/*"), none),
+        ("ssm:GetParameter", pointer, none),
+        ("ssm:PutParameter", pointer, none),
+        ("logs:CreateLogStream", arn("RetrainLogGroup"), none),
+        ("logs:PutLogEvents", arn("RetrainLogGroup"), none),
+    }
+    schedule = resources["RetrainScheduleRole"]["Properties"]
+    (trust,) = schedule["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    (statement,) = _statements(resources["RetrainScheduleRole"])
+    assert statement["Action"] == "codebuild:StartBuild"
+    assert statement["Resource"] == {"Fn::GetAtt": ["RetrainProject", "Arn"]}

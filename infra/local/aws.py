@@ -263,6 +263,8 @@ def deploy(template: Template, session: boto3.session.Session, endpoint_url: str
         raise RuntimeError(f"moto could not create the local stack: {stack.get('StackStatusReason')}")
     deployment = Deployment(region=region, types=dict(left_out))
     for resource in cloudformation.describe_stack_resources(StackName=STACK_NAME)["StackResources"]:
+        if "LogicalResourceId" not in resource:  # moto lists a resource whose Condition is false, without ids
+            continue
         rid = resource["LogicalResourceId"]
         deployment.types[rid] = resource["ResourceType"]
         deployment.refs[rid] = resource["PhysicalResourceId"]

@@ -10,8 +10,10 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from infra.local.auth import LocalIdentityProvider
 from infra.local.aws import MotoServer
 from infra.local.http_api import BoundRoute, LocalHttpApi, PageHandler
 from infra.local.poller import KinesisPoller, sqs_destination
+from infra.local.registry import RegistryNames, create_registry, registry_names
 from infra.local.runtime import FunctionHost, LocalFunction
 from infra.local.template import Resolver, Template
 from infra.local.web import DEFAULT_WEB_DIR, LocalWebPage
@@ -31,6 +34,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 DEFAULT_KEY_FILE = REPO_ROOT / ".cache" / "local-signing-key.pem"
 DEFAULT_ARCHIVE_DIR = REPO_ROOT / ".cache" / "archive"  # the event archive's layout (infra/local/archive.py)
+# Where `make local` describes the running stack (endpoints, model registry) for other processes:
+# `make retrain` publishes to the registry it names.
+DEFAULT_READY_FILE = REPO_ROOT / ".cache" / "local-stack.json"
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(name)-13s %(levelname)-7s %(message)s"
 
 
@@ -65,7 +71,11 @@ class LocalStack:
         self.poll_interval_s = poll_interval_s
         self._signing_key_pem = signing_key_pem
         self.moto = MotoServer(host=host)
+        # Downloaded model versions: one directory per stack, not Lambda's /tmp/models (shared on a machine).
+        self._model_cache = tempfile.mkdtemp(prefix="rtrec-local-models-")
+        environment = {"MODEL_CACHE_DIR": self._model_cache, **(environment or {})}
         self.functions_host = FunctionHost(self.template, self.region, environment, drop_metric_lines)
+        self.model_registry: RegistryNames | None = None
         self.pollers: list[KinesisPoller] = []
         self.identity: dict[str, LocalIdentityProvider] = {}
         self.api: LocalHttpApi | None = None
@@ -91,6 +101,7 @@ class LocalStack:
         self.functions_host.start(endpoint)
         deployment = self.functions_host.deployment
         resolver = Resolver(self.template, deployment.attribute, self.region)
+        self._create_model_registry()
 
         clients = self.clients("kinesis", "sqs")
         for source in deployment.kinesis_sources():
@@ -157,6 +168,13 @@ class LocalStack:
         """The demo page's address ('' when the stack does not serve it)."""
         return f"{self.api_url}/" if self.api and self.api.pages else ""
 
+    def _create_model_registry(self) -> None:
+        """The registry the functions follow (moto's CloudFormation makes neither bucket nor parameter)."""
+        self.model_registry = registry_names({k: f.environment for k, f in self.functions.items()})
+        if self.model_registry is not None:
+            clients = self.clients("s3", "ssm")
+            create_registry(clients["s3"], clients["ssm"], self.model_registry, self.region)
+
     def _archive_for(self, stream_name: str) -> LocalArchive | None:
         """The archive when the template's Firehose reads this stream (moto's Firehose never does)."""
         if self.archive is None:
@@ -176,6 +194,7 @@ class LocalStack:
     def stop(self) -> None:
         """Stop the HTTP API, the pollers, the functions and moto, newest first; nothing keeps running."""
         if not self._started:
+            shutil.rmtree(self._model_cache, ignore_errors=True)
             return
         while self._started:
             part = self._started.pop()
@@ -183,6 +202,7 @@ class LocalStack:
                 part.stop()
             except Exception:
                 log.exception("stopping %s failed", type(part).__name__)
+        shutil.rmtree(self._model_cache, ignore_errors=True)
         log.info("local stack stopped")
 
     def __enter__(self) -> LocalStack:
@@ -234,6 +254,11 @@ class LocalStack:
             "audiences": provider.audiences if provider else [],
             "routes": [b.route.route_key for b in self.api.routes] if self.api else [],
             "web_url": self.web_url,
+            "model_registry": (
+                {"bucket": self.model_registry.bucket, "pointer": self.model_registry.pointer}
+                if self.model_registry
+                else None
+            ),
         }
 
 
@@ -254,7 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--template", default=str(DEFAULT_TEMPLATE))
     parser.add_argument("--port", type=int, default=int(os.environ.get("LOCAL_API_PORT", "3000")))
     parser.add_argument("--key-file", default=str(DEFAULT_KEY_FILE), help="RSA key that signs local tokens")
-    parser.add_argument("--ready-file", help="write the stack's endpoints here (JSON) once it is up")
+    parser.add_argument(
+        "--ready-file",
+        default=str(DEFAULT_READY_FILE),
+        help="write the stack's endpoints here (JSON) once it is up, removed at exit; empty = none",
+    )
     parser.add_argument("--sub", default="local-user", help="user id of the printed token")
     parser.add_argument("--log-level", default=os.environ.get("LOCAL_LOG_LEVEL", "INFO"))
     parser.add_argument(
@@ -290,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             identity = {"issuer": provider.issuer, "audiences": provider.audiences}
             key_file.with_suffix(".json").write_text(json.dumps(identity))
         if args.ready_file:
+            Path(args.ready_file).parent.mkdir(parents=True, exist_ok=True)
             Path(args.ready_file).write_text(json.dumps(stack.describe(), indent=2))
         print_banner(stack, args.sub)
         # Wake up now and then rather than block for good: Linux may deliver Ctrl-C to one of the
@@ -301,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("shutting down")
     finally:
         stack.stop()
+        if args.ready_file:
+            Path(args.ready_file).unlink(missing_ok=True)
     return 0
 
 
