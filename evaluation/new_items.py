@@ -252,12 +252,176 @@ def _quality(ranks: list[int]) -> dict[str, float]:
     }
 
 
+VECTOR_VARIANTS: dict[str, dict[str, Any]] = {
+    "mean of the items sharing a category (similar's before)": {"power": 0.0, "keep_norm": False},
+    "weighted by overlap ** 4, length kept": {"power": 4.0},
+    "weighted by overlap ** 2 × popularity, length kept": {"power": 2.0, "popularity": True},
+    "weighted by overlap ** 4 × popularity, length kept (served)": {"power": 4.0, "popularity": True},
+    "weighted by overlap ** 4 × popularity, mean length": {
+        "power": 4.0,
+        "popularity": True,
+        "keep_norm": False,
+    },
+    "weighted by overlap ** 8 × popularity, length kept": {"power": 8.0, "popularity": True},
+}
+
+
+def compare_vectors(data: Interactions, cut: Split) -> dict[str, Any]:
+    """Offline: how each way of making a new item's vector ranks the replayed ratings of new items.
+
+    The scorers directly, no serving rules: every unseen item (model items and new items together) ranked
+    by the scoring head, given the user's ratings before the one tested. HR@10 / NDCG@10 over that whole
+    ranking, and the reciprocal rank of the target among the new items alone (what orders the exploration
+    slot). The last row is the *knew* model ranking the same items, which it learnt from other users.
+    """
+    from dataio.movielens import GENRES
+    from rtrec.catalog import CatalogItem
+    from rtrec.features import HistoryStep, encode_history
+    from rtrec.live_catalog import LiveCatalog
+    from rtrec.scorer import Scorer
+    from rtrec.stores.catalog import CatalogChange
+
+    genres = dict(zip(data.catalog_item_ids, data.catalog_genre_ids, strict=True))
+    added = [CatalogItem(item, tuple(GENRES[g] for g in genres[item])) for item in cut.new_items]
+
+    class _Feed:
+        def changes_since(self, updated_after_ms: int) -> list[CatalogChange]:
+            return [CatalogChange(item, False, 1) for item in added]
+
+    by_user: dict[str, list[int]] = {}
+    for row in np.concatenate([cut.history_rows, cut.replay_rows]).tolist():
+        by_user.setdefault(str(data.user_ids[row]), []).append(row)
+    replayed, new_items = set(cut.replay_rows.tolist()), set(cut.new_items)
+    targets = []  # (history steps, seen item ids, target) per replayed rating of a new item
+    for rows in by_user.values():
+        rows.sort(key=lambda r: int(data.timestamps[r]))  # stable: ties keep file order
+        for n, row in enumerate(rows):
+            if row in replayed and str(data.item_ids[row]) in new_items:
+                steps = [
+                    HistoryStep(str(data.item_ids[r]), "rating", float(data.ratings[r])) for r in rows[:n]
+                ]
+                targets.append((steps, {step.item_id for step in steps}, str(data.item_ids[row])))
+
+    def measure(scorer: Scorer, item_ids: list[str]) -> dict[str, float]:
+        ids = np.array(item_ids)
+        fresh = np.isin(ids, cut.new_items)
+        hits = ndcg = reciprocal = 0.0
+        for steps, seen, target in targets:
+            user = scorer.user_vector(*encode_history(steps, scorer.catalog))
+            assert scorer._head is not None
+            scores = scorer._head(user, np.arange(1, len(ids) + 1))
+            allowed = ~np.isin(ids, sorted(seen))
+            score = scores[item_ids.index(target)]
+            rank = int((scores[allowed] > score).sum())
+            hits += rank < K
+            ndcg += 1.0 / math.log2(rank + 2) if rank < K else 0.0
+            reciprocal += 1.0 / (int((scores[allowed & fresh] > score).sum()) + 1)
+        count = max(1, len(targets))
+        return {
+            "HR@10": round(hits / count, 4),
+            "NDCG@10": round(ndcg / count, 4),
+            "MRR among new items": round(reciprocal / count, 4),
+        }
+
+    results: dict[str, Any] = {"targets": len(targets)}
+    cold = Scorer.load(MODEL_DIRS["cold"])
+    live = LiveCatalog(cold.catalog, _Feed())
+    live.refresh()
+    live_ids = [live.item_at(i) for i in range(1, len(live) + 1)]
+    for name, options in VECTOR_VARIANTS.items():
+        options = dict(options)
+        popularity = cold.catalog.popularity if options.pop("popularity", False) else None
+        cold.set_extra_items(live.new_item_vectors(cold.item_vectors, popularity, **options))
+        results[name] = measure(cold, live_ids)
+        print(f"{name:<62} {results[name]}", flush=True)
+    knew = Scorer.load(MODEL_DIRS["knew"])
+    results["knew model (reference)"] = measure(knew, list(knew.catalog.item_ids))
+    print(f"{'knew model (reference)':<62} {results['knew model (reference)']}", flush=True)
+    return results
+
+
+SECTION_BEGIN = f"<!-- section {SECTION}: written by `python -m evaluation.new_items` -->"
+SECTION_END = f"<!-- end of section {SECTION} -->"
+REPORT_MD = REPO_ROOT / "model_build" / "report.md"
+
+
+def section(report: dict[str, Any]) -> str:
+    """The dated summary kept in model_build/report.md (``model_build.evaluate`` carries it over)."""
+    ratings = report["ratings"]
+    lines = [
+        SECTION_BEGIN,
+        f"## New items without retraining (MovieLens-100k, {report['date']})",
+        "",
+        f"Cutoff at the replay's time cutoff ({report['time_cutoff']}; the last 20 % of the ratings "
+        f"follow it): {report['new_items']} items are first rated after it. The users active after the "
+        f"cutoff are split in two halves by a hash of their id: the test half's {ratings['replayed']} later "
+        f"ratings are replayed ({ratings['replayed_on_new_items']} of them on a new item), the other half's "
+        "later ratings are training data. *cold*: trained on every rating up to the cutoff plus the other "
+        "half's later ratings, minus every rating of a new item, which is not in its catalog; the new items "
+        "are written through the catalog handler (`POST /v1/items/batch`, genres as categories) before the "
+        f"replay. *knew*: the same ratings with the new items' {ratings['training_on_new_items_in_knew']} "
+        "kept (a model that knew them from other users). Both: model_build's pipeline, "
+        f"{report['epochs']} epochs, the same seed. Served by the real handlers in process "
+        "(`infra.local.inprocess`, the template's settings); before each replayed rating "
+        "`GET /v1/recommendations?k=10` is asked once per variant, then the rating is ingested.",
+        "",
+        "| model | variant | answers with a new item | slots with a new item | new items shown | "
+        "new-item picks (reason) | HR@10 / NDCG@10, ratings of new items | HR@10 / NDCG@10, all ratings |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, result in report["arms"].items():
+        for name, v in result["variants"].items():
+            reasons = ", ".join(f"{r} {n}" for r, n in v["new_item_reasons"].items()) or "–"
+            lines.append(
+                f"| {arm} | {name} | {v['answers_with_a_new_item']:.3f} | {v['slots_with_a_new_item']:.4f} | "
+                f"{v['new_items_recommended']} of {report['new_items']} | {reasons} | "
+                f"{v['new']['HR@10']:.3f} / {v['new']['NDCG@10']:.3f} (n = {v['targets_new']}) | "
+                f"{v['all']['HR@10']:.4f} / {v['all']['NDCG@10']:.4f} |"
+            )
+    vectors = report.get("vectors_offline") or {}
+    if vectors:
+        lines += [
+            "",
+            f"How a new item's vector is made (offline, the cold model's scorer without serving rules, "
+            f"{vectors['targets']} replayed ratings of new items; every unseen item ranked by the head):",
+            "",
+            "| vector of a new item | HR@10 | NDCG@10 | MRR among the new items |",
+            "|---|---|---|---|",
+        ]
+        for name, v in vectors.items():
+            if name != "targets":
+                lines.append(
+                    f"| {name} | {v['HR@10']:.3f} | {v['NDCG@10']:.3f} | {v['MRR among new items']:.3f} |"
+                )
+    lines += [
+        "",
+        "Exploration draws from each answer's random recommendation id, so rows with exploration vary a "
+        "little between runs. Details: `evaluation/new_items.json`.",
+        SECTION_END,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def put_section(path: Path, text: str) -> None:
+    """Replace the section in ``path``, or append it."""
+    markdown = path.read_text() if path.exists() else ""
+    start, end = markdown.find(SECTION_BEGIN), markdown.find(SECTION_END)
+    if start >= 0 and end > start:
+        tail = markdown[end + len(SECTION_END) :].lstrip("\n")
+        markdown = markdown[:start] + text + tail
+    else:
+        markdown = markdown.rstrip("\n") + "\n\n" + text
+    path.write_text(markdown)
+
+
 def main(argv: list[str] | None = None) -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--epochs", type=int, default=int(os.environ.get("EPOCHS", "8")))
     parser.add_argument("--retrain", action="store_true", help="retrain both models")
     parser.add_argument("--train-only", action="store_true", help="train (or reuse) the models and stop")
+    parser.add_argument("--vectors-only", action="store_true", help="only the offline comparison of vectors")
     parser.add_argument("--out", type=Path, default=OUT_JSON)
     args = parser.parse_args(argv)
     data, data_sha = load_movielens()
@@ -270,6 +434,9 @@ def main(argv: list[str] | None = None) -> None:
     models = train_arms(data, cut, args.epochs, data_sha, args.retrain)
     if args.train_only:
         print(json.dumps(models))
+        return
+    vectors = compare_vectors(data, cut)
+    if args.vectors_only:
         return
     arms = {arm: replay_arm(arm, data, cut) for arm in ("cold", "knew")}
     report = {
@@ -286,11 +453,13 @@ def main(argv: list[str] | None = None) -> None:
         },
         "epochs": args.epochs,
         "models": models,
+        "vectors_offline": vectors,
         "arms": arms,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report["arms"], indent=1))
-    print(f"wrote {args.out}")
+    put_section(REPORT_MD, section(report))
+    print(section(report))
+    print(f"wrote {args.out} and the {SECTION} section of {REPORT_MD.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":

@@ -113,17 +113,23 @@ class LiveCatalog:
         return [np.flatnonzero(matrix[index]).tolist() for index in self.new_indices()]
 
     def new_item_vectors(
-        self, model_vectors: NDArray[Any], power: float = 2.0, keep_norm: bool = True
+        self,
+        model_vectors: NDArray[Any],
+        popularity: NDArray[Any] | None = None,
+        power: float = 4.0,
+        keep_norm: bool = True,
     ) -> NDArray[np.float32]:
         """A vector per new item (rows in ``new_indices`` order) from the model items' vectors.
 
         A new item's vector is the mean of the vectors of the model items that share a category with it,
-        each weighted by (shared / union of the two category sets) ** ``power``: items with the same
-        category set count most, items sharing one genre of many little. With ``keep_norm`` the mean is
-        scaled to the weighted mean length of those vectors, since averaging shrinks it and the scoring
-        head's dot product would rank every new item below the items it was made of. An item sharing no
-        category with any model item gets a zero vector. ``model_vectors`` is ``[model_size + 1, D]``
-        (row 0 padding). New items with the same category set share one computation.
+        each weighted by (shared / union of the two category sets) ** ``power`` (items with the same
+        category set count most) and, given the model items' training ``popularity``, by it: the vectors
+        of items hardly anyone rated are barely trained, and what a new item will be like is best told by
+        the items of its kind that people did take. With ``keep_norm`` the mean is scaled to the weighted
+        mean length of those vectors, since averaging shrinks it and the head's dot product would rank
+        every new item below the items it was made of. (The choice: evaluation/new_items.py, offline
+        table.) An item sharing no category with any model item gets a zero vector. ``model_vectors`` is
+        ``[model_size + 1, D]`` (row 0 padding); new items with the same category set share one mean.
         """
         vectors = np.asarray(model_vectors, dtype=np.float32)
         new = self.new_indices()
@@ -133,6 +139,7 @@ class LiveCatalog:
         matrix = self._columns.category_matrix
         model_rows = matrix[1 : self.model_size + 1]
         per_item = model_rows.sum(axis=1)
+        counts = None if popularity is None else np.asarray(popularity, dtype=np.float64).reshape(-1)
         columns, items = np.nonzero(model_rows.T)  # model items per category, one category after another
         starts = np.searchsorted(columns, np.arange(matrix.shape[1] + 1))
         lengths = np.linalg.norm(vectors[1:], axis=1)
@@ -145,6 +152,8 @@ class LiveCatalog:
                 if members.size:
                     sharing, shared = np.unique(members, return_counts=True)
                     weights = (shared / (per_item[sharing] + len(key) - shared)) ** power
+                    if counts is not None and (weights * counts[sharing]).sum() > 0:
+                        weights = weights * counts[sharing]
                     centroid = (weights @ vectors[sharing + 1] / weights.sum()).astype(np.float32)
                     length = float(np.linalg.norm(centroid))
                     if keep_norm and length > 0:

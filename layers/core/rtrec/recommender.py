@@ -302,7 +302,8 @@ class Recommender:
             return None
         cached = self._new_items
         if cached is None or cached.generation != live.generation:
-            vectors = live.new_item_vectors(getattr(scorer, "item_vectors"))  # noqa: B009 (optional)
+            model_vectors = getattr(scorer, "item_vectors")  # noqa: B009 (optional in ScorerLike)
+            vectors = live.new_item_vectors(model_vectors, self.catalog.popularity if self.catalog else None)
             cached = NewItems(
                 live.generation,
                 vectors,
