@@ -124,7 +124,9 @@ def train_arms(data: Interactions, cut: Split, epochs: int, data_sha: str, retra
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "as served": {},  # the template's settings
-    "no exploration": {"exploration_share": 0.0},
+    "no exploration": {"config": {"exploration_share": 0.0}},
+    # What the service did before new items were retrieved: they could not reach an organic answer.
+    "new items hidden (before)": {"hide_new": True, "arms": ("cold",)},
 }
 
 
@@ -168,7 +170,9 @@ def replay_arm(arm: str, data: Interactions, cut: Split) -> dict[str, Any]:
     }
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     new_items = set(cut.new_items)
-    counts = {name: _Tally() for name in VARIANTS}
+    variants = {name: v for name, v in VARIANTS.items() if arm in v.get("arms", (arm,))}
+    counts = {name: _Tally() for name in variants}
+    hidden = "&exclude=" + ",".join(cut.new_items)
     started = time.time()
     with InProcessService(TEMPLATE, environment, drop_metric_lines=True) as service:
         use_in_memory_state(service)
@@ -183,9 +187,10 @@ def replay_arm(arm: str, data: Interactions, cut: Split) -> dict[str, Any]:
         base = recommend.recommender.config
         for n, row in enumerate(cut.replay_rows, start=1):
             event = to_event(data, int(row), shift_ms)
-            for name, change in VARIANTS.items():
-                recommend.recommender.config = dataclasses.replace(base, **change)
-                status, body = service.http("GET", "/v1/recommendations", event.user_id, query=f"k={K}")
+            for name, variant in variants.items():
+                recommend.recommender.config = dataclasses.replace(base, **variant.get("config", {}))
+                query = f"k={K}" + (hidden if variant.get("hide_new") else "")
+                status, body = service.http("GET", "/v1/recommendations", event.user_id, query=query)
                 if status != 200:
                     raise RuntimeError(f"GET /v1/recommendations answered {status}: {body}")
                 counts[name].add(body["items"], event.item_id, new_items)

@@ -283,8 +283,21 @@ def test_rank_candidates_prefers_new_items_for_the_exploration_slot():
     rng = np.random.default_rng(1)
     picks = ranking.rank_candidates(indices, scores, genre_ids, rules, rng, new_items={25, 28, 3})
     reasons = {p.index: p.reason for p in picks}
-    # 3 is good enough for the model's own part; the slots go to the best new items left out: 25, then 28
-    assert reasons[3] == "model" and reasons[25] == "new_item" and reasons[28] == "new_item"
+    # new items never outrank the model's items for the exploitation slots; the best two new items explore
+    assert reasons[3] == "new_item" and reasons[25] == "new_item" and 28 not in reasons
+    assert [p.index for p in picks if p.reason == "model"] == [1, 2, 4, 5, 6, 7, 8, 9]
+    # when the model's items run out, new items fill the list as model picks
+    few = ranking.rank_candidates(
+        indices[:12],
+        scores[:12],
+        genre_ids,
+        rules,
+        rng,
+        new_items={2, 5, 7, 9, 10, 11},
+        random_exploration=False,
+    )
+    assert [p.index for p in few if p.reason == "model"] == [1, 3, 4, 6, 8, 12, 2, 5]
+    assert [p.index for p in few if p.reason == "new_item"] == [7, 9]
     quiet = ranking.rank_candidates(
         indices, scores, genre_ids, rules, rng, new_items={25}, random_exploration=False
     )

@@ -159,12 +159,21 @@ def rank_candidates(
     `new_item`: items the model never saw learn nothing unless shown), and the rest, only when
     `random_exploration`, are drawn weighted by `uncertainty`. They are placed at evenly
     spaced positions so the first item is always the model's best.
+
+    New items take exploitation slots only when the other candidates run out: their scores come
+    from a stand-in vector, not calibrated against the model's own items (scored with them, they
+    took 15 % of the slots for 1.4 % of the ratings: evaluation/new_items.py).
     """
-    order = np.argsort(-scores, kind="stable")
+    fresh_flags = np.isin(indices, np.fromiter(new_items, dtype=np.int64)) if len(new_items) else None
+    order = (
+        np.argsort(-scores, kind="stable")
+        if fresh_flags is None
+        else np.lexsort((-np.asarray(scores, dtype=np.float64), fresh_flags))
+    )
     ranked = indices[order]
     ranked_scores = scores[order]
     explore_slots = min(rules.exploration_slots, max(0, len(ranked) - rules.k))
-    fresh = np.isin(ranked, np.fromiter(new_items, dtype=np.int64)) if len(new_items) else None
+    fresh = None if fresh_flags is None else fresh_flags[order]
     if not random_exploration:  # only new items the full exploitation list leaves out may take slots
         outside = 0
         if fresh is not None and explore_slots:
