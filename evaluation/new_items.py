@@ -125,6 +125,7 @@ def train_arms(data: Interactions, cut: Split, epochs: int, data_sha: str, retra
 VARIANTS: dict[str, dict[str, Any]] = {
     "as served": {},  # the template's settings
     "no exploration": {"config": {"exploration_share": 0.0}},
+    "new-item slot in 20 % of answers": {"config": {"new_item_rate": 0.2}, "arms": ("cold",)},
     # What the service did before new items were retrieved: they could not reach an organic answer.
     "new items hidden (before)": {"hide_new": True, "arms": ("cold",)},
 }

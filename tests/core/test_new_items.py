@@ -208,6 +208,15 @@ def test_exploration_goes_to_the_best_new_item_first(shop, scorer):
     assert {reason for _, reason in recommend(recommender, fan(scorer))} == {"model"}
 
 
+def test_new_item_rate_zero_keeps_new_items_out_of_the_exploration_slot(shop, scorer):
+    recommender, feed = shop
+    feed.put(*(CatalogItem(f"new-{n}", ("Drama",)) for n in range(3)))
+    recommender.live.refresh()
+    recommender.config = RecommenderConfig(exploration_share=0.1, exploration_rate=1.0, new_item_rate=0.0)
+    reasons = [reason for _, reason in recommend(recommender, fan(scorer))]
+    assert "new_item" not in reasons and reasons.count("explore") == 1
+
+
 def test_the_new_item_picked_is_the_best_scored_one(shop, scorer):
     recommender, feed = shop
     feed.put(CatalogItem("new-a", ("Drama",)), CatalogItem("new-b", ("Documentary",)))

@@ -150,15 +150,16 @@ def rank_candidates(
     rng: np.random.Generator,
     new_items: Collection[int] = (),
     random_exploration: bool = True,
+    new_item_slots: bool = True,
 ) -> list[Pick]:
     """Turn model-scored candidates into the final list: diversified top plus exploration.
 
     `indices`/`scores` are the retrieved candidates (already free of blocked items). The
     exploitation part is the best-scored items under the genre cap; the exploration slots
     go first to the `new_items` among the other candidates (best score first, reason
-    `new_item`: items the model never saw learn nothing unless shown), and the rest, only when
-    `random_exploration`, are drawn weighted by `uncertainty`. They are placed at evenly
-    spaced positions so the first item is always the model's best.
+    `new_item`: items the model never saw learn nothing unless shown; not when `new_item_slots` is
+    False), and the rest, only when `random_exploration`, are drawn weighted by `uncertainty`.
+    They are placed at evenly spaced positions so the first item is always the model's best.
 
     New items take exploitation slots only when the other candidates run out: their scores come
     from a stand-in vector, not calibrated against the model's own items (scored with them, they
@@ -174,11 +175,12 @@ def rank_candidates(
     ranked_scores = scores[order]
     explore_slots = min(rules.exploration_slots, max(0, len(ranked) - rules.k))
     fresh = None if fresh_flags is None else fresh_flags[order]
+    explorable = fresh if new_item_slots else None
     if not random_exploration:  # only new items the full exploitation list leaves out may take slots
         outside = 0
-        if fresh is not None and explore_slots:
+        if explorable is not None and explore_slots:
             full = diversify(ranked.tolist(), genre_ids, rules.k, rules.per_genre_cap, rules.filter_genres)
-            outside = int(fresh.sum()) - int(fresh[full].sum())
+            outside = int(explorable.sum()) - int(explorable[full].sum())
         explore_slots = min(explore_slots, outside)
     exploit_count = rules.k - explore_slots
     exploit_positions = diversify(
@@ -191,7 +193,7 @@ def rank_candidates(
     taken = np.zeros(len(ranked), dtype=bool)
     taken[exploit_positions] = True
     pool = np.flatnonzero(~taken)
-    first = pool[fresh[pool]][:explore_slots] if fresh is not None else pool[:0]
+    first = pool[explorable[pool]][:explore_slots] if explorable is not None else pool[:0]
     explore = [Pick(int(ranked[p]), float(ranked_scores[p]), REASON_NEW_ITEM) for p in first]
     pool = pool[~np.isin(pool, first)]
     slots = explore_slots - len(first) if random_exploration else 0

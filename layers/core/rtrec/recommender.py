@@ -72,6 +72,8 @@ class RecommenderConfig:
     # Share of answers that explore at all: an exploration slot costs the answer's quality, so it is
     # spent on some requests (drawn per answer from its recommendation id), not one slot in every list.
     exploration_rate: float = 1.0
+    # Share of answers whose exploration slots go to new items (added after training) when there are any.
+    new_item_rate: float = 1.0
     genre_cap_share: float = 0.5
     # Promotions: this share of the slots goes to items matching promotion_filter (newest first).
     promotion_share: float = 0.0
@@ -219,6 +221,7 @@ class Recommender:
         genre_ids = frozenset(vocabulary[g] for g in filter_genres if g in vocabulary)
         # Random exploration on a share of answers; new items may take the exploration slots in any answer.
         random_exploration = rng.random() < self.config.exploration_rate
+        new_item_slots = self.config.new_item_rate >= 1.0 or rng.random() < self.config.new_item_rate
         rules = RankingRules(
             k=k,
             genre_cap_share=self.config.genre_cap_share,
@@ -284,6 +287,7 @@ class Recommender:
             rng,
             new_items=range(len(catalog) + 1, len(mask)) if fresh else (),
             random_exploration=random_exploration,
+            new_item_slots=new_item_slots,
         )
         if len(picks) < k:
             remaining = mask.copy()
