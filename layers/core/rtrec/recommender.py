@@ -219,7 +219,8 @@ class Recommender:
         catalog = self.catalog
         vocabulary = catalog.category_index
         genre_ids = frozenset(vocabulary[g] for g in filter_genres if g in vocabulary)
-        # Random exploration on a share of answers; new items may take the exploration slots in any answer.
+        # Random exploration on a share of answers; new items take the exploration slots on theirs (all
+        # answers by default): a new item the model never saw learns nothing until someone is shown it.
         random_exploration = rng.random() < self.config.exploration_rate
         new_item_slots = self.config.new_item_rate >= 1.0 or rng.random() < self.config.new_item_rate
         rules = RankingRules(
