@@ -239,7 +239,7 @@ class Recommender:
         if self.live is not None:  # availability now, and the request's category and attribute filters
             mask &= self.live.mask(item_filter)[: len(catalog) + 1]
         items, signals = encode_history(history, catalog)
-        new = self._current_new_items() if items.any() and self.scorer is not None else None
+        new = self._current_new_items() if items.any() else None
         if new is not None:  # the items the model never saw join retrieval under the same rules
             fresh_mask = self._new_item_mask(new, state, blocked_ids, filter_genres, item_filter)
             mask = np.concatenate([mask, fresh_mask])
@@ -257,20 +257,9 @@ class Recommender:
                 self._popular(mask, rules, ranking.REASON_POPULAR), SOURCE_POPULAR, True, self.load_error
             )
 
-        excluded = np.flatnonzero(~mask[1:]) + 1
         fresh = int(mask[len(catalog) + 1 :].sum())
         try:
-            indices, scores = self.scorer.retrieve(
-                items,
-                signals,
-                max(self.config.retrieval_size, k),
-                excluded.astype(np.int64),
-                **({"new_items": rules.exploration_slots} if fresh else {}),
-            )
-            indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-            scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-            if indices.shape != scores.shape or not ((indices >= 1) & (indices < len(mask))).all():
-                raise ValueError("retrieve returned malformed candidates")
+            indices, scores = self._retrieve(items, signals, mask, k, rules.exploration_slots if fresh else 0)
         except Exception as error:
             return Outcome(
                 self._popular(mask, rules, ranking.REASON_POPULAR),
@@ -295,6 +284,21 @@ class Recommender:
             remaining[[p.index for p in picks]] = False
             picks = ranking.top_up(picks, self._popular(remaining, rules, ranking.REASON_POPULAR), k)
         return Outcome(picks, SOURCE_MODEL, candidates_scored=int(indices.size))
+
+    def _retrieve(
+        self, items: NDArray[Any], signals: NDArray[Any], mask: NDArray[np.bool_], k: int, new_items: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The scorer's candidates among the allowed indices of ``mask``; raises on a broken contract."""
+        assert self.scorer is not None
+        excluded = (np.flatnonzero(~mask[1:]) + 1).astype(np.int64)
+        top_m = max(self.config.retrieval_size, k)
+        extra = {"new_items": new_items} if new_items else {}  # a scorer without new items needs no argument
+        indices, scores = self.scorer.retrieve(items, signals, top_m, excluded, **extra)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        if indices.shape != scores.shape or not ((indices >= 1) & (indices < len(mask))).all():
+            raise ValueError("retrieve returned malformed candidates")
+        return indices, scores
 
     def _current_new_items(self) -> NewItems | None:
         """The live catalog's new items with their vectors, recomputed once per catalog change.
