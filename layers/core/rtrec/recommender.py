@@ -89,7 +89,7 @@ class NewItems:
     generation: int
     vectors: NDArray[np.float32]  # [E, D], rows in index order (index = model size + 1 + row)
     keys: NDArray[np.uint32]  # item_key per row, to drop the ones the user has seen
-    category_ids: list[list[int]]  # per row, for the category cap
+    category_ids: Sequence[Sequence[int]]  # per index 1.. (the model's items, then these), for the cap
 
 
 @dataclass
@@ -268,7 +268,7 @@ class Recommender:
                 f"model call failed: {type(error).__name__}: {error}",
             )
         keep = mask[indices]  # the contract promises this already; the rules must hold regardless
-        category_ids = catalog.category_ids if new is None else [*catalog.category_ids, *new.category_ids]
+        category_ids = catalog.category_ids if new is None else new.category_ids
         picks = ranking.rank_candidates(
             indices[keep],
             scores[keep],
@@ -317,7 +317,7 @@ class Recommender:
                 live.generation,
                 vectors,
                 np.fromiter((item_key(live.item_at(int(i))) for i in live.new_indices()), dtype="<u4"),
-                live.new_category_ids(),
+                [*self.catalog.category_ids, *live.new_category_ids()] if self.catalog else [],
             )
             if hasattr(scorer, "set_extra_items"):
                 scorer.set_extra_items(vectors)
