@@ -38,6 +38,7 @@ help:
 	@echo "make replay    streaming replay evaluation -> evaluation/replay.json"
 	@echo "make experiment-simulation  A/B and A/A through the real handlers -> EXPERIMENT_ARCHIVE"
 	@echo "make experiment-report      read-out of EXPERIMENT_ARCHIVE -> evaluation/experiment_report.{md,json,png}"
+	@echo "make new-items new items without retraining, held out and replayed -> evaluation/new_items.json"
 	@echo "make local     keep the local stack running (see README for curl commands)"
 	@echo "make test-browser  the demo web page in headless chromium (also part of make test's pytest run)"
 	@echo "make bench     run the benchmarks -> bench/results/*.json"
@@ -147,6 +148,12 @@ experiment-report: venv
 
 bench-impressions: venv
 	$(PY) bench/impressions.py
+
+# New items without retraining: hold out the items first rated after the cutoff, add them through the
+# catalog API, replay; writes evaluation/new_items.json and its section of model_build/report.md.
+.PHONY: new-items
+new-items: venv
+	$(PY) -m evaluation.new_items
 
 # DATA=ecommerce (or a dataset directory) runs the any-catalog demo: import, events, filters, similar items.
 demo: venv

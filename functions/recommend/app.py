@@ -83,6 +83,7 @@ config = RecommenderConfig(
     retrieval_size=settings.retrieval_size,
     exploration_share=settings.exploration_share,
     exploration_rate=settings.exploration_rate,
+    new_item_rate=settings.new_item_rate,
     genre_cap_share=settings.genre_cap_share,
     promotion_share=settings.promotion_share,
     promotion_filter=settings.promotion_filter,

@@ -44,7 +44,8 @@ class ScoredItem(BaseModel):
     item_id: str
     score: float = Field(description="Higher is better; model scores and popularity are not comparable.")
     reason: Reason = Field(
-        description="Why the item is here: model, explore, popular, cold_start or promoted (a promoted slot)"
+        description="Why the item is here: model, explore, new_item (an exploration slot given to an item "
+        "added after the model was trained), popular, cold_start, promoted (a promoted slot) or similar"
     )
     categories: list[str] = Field(description="The item's categories, as the catalog says now.")
 

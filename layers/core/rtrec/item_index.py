@@ -209,6 +209,11 @@ class ItemIndex:
         self._delta_ids = np.concatenate([self._delta_ids[keep], labels])
         self._delta_vectors = np.concatenate([self._delta_vectors[keep], rows])
 
+    def clear_delta(self) -> None:
+        """Forget every row added since the build (the caller adds the current set again)."""
+        self._delta_ids = np.zeros(0, dtype=np.int64)
+        self._delta_vectors = np.zeros((0, self.dim), dtype=np.float32)
+
     # -- queries ---------------------------------------------------------------------------------------
     def search(
         self,

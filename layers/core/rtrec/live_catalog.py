@@ -4,12 +4,15 @@ The model artifact knows a fixed set of items (indices 1..n). The catalog table 
 are available now, their current categories and attributes, and which items were added after the
 model was trained. A ``LiveCatalog`` follows the table's change feed (a small query every few
 seconds, never the whole catalog per request) and exposes both as arrays over one index space:
-model items keep their indices, new items get indices after them (the model cannot score those;
-they reach answers through promotions and similar-item shelves).
+model items keep their indices, new items get indices after them. The model never saw a new item:
+``new_item_vectors`` gives each one a vector from its categories (the model items that share them,
+weighted by how much they share), which the scorer retrieves and ranks like the model's own rows,
+and ``generation`` tells the recommender when those vectors must be recomputed.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +25,7 @@ from rtrec.catalog import CatalogColumns, CatalogItem, ItemFilter
 from rtrec.features import Catalog
 
 log = logging.getLogger(__name__)
+_GENERATIONS = itertools.count(1)
 
 
 class ChangeSource(Protocol):
@@ -53,6 +57,10 @@ class LiveCatalog:
         self._watermark = 0
         self._last_refresh: float | None = None
         self.refresh_failures = 0
+        # New at every rebuild, and unique across instances (a recommender may be given another live
+        # catalog): whoever derives arrays from the index space (the new items' vectors) recomputes
+        # them once per change instead of once per request.
+        self.generation = 0
         self._rebuild()
 
     # ---------- index space ----------
@@ -95,6 +103,64 @@ class LiveCatalog:
         shared = self._columns.category_matrix[:, row].any(axis=1)
         shared[index] = False
         return np.flatnonzero(shared).astype(np.int64)
+
+    def new_category_ids(self) -> list[list[int]]:
+        """Per new item (in ``new_indices`` order): its categories as column ids of the live vocabulary.
+
+        The live vocabulary starts with the model's, so a category the model knows keeps its model id.
+        """
+        matrix = self._columns.category_matrix
+        return [np.flatnonzero(matrix[index]).tolist() for index in self.new_indices()]
+
+    def new_item_vectors(
+        self,
+        model_vectors: NDArray[Any],
+        popularity: NDArray[Any] | None = None,
+        power: float = 4.0,
+        keep_norm: bool = True,
+    ) -> NDArray[np.float32]:
+        """A vector per new item (rows in ``new_indices`` order) from the model items' vectors.
+
+        A new item's vector is the mean of the vectors of the model items that share a category with it,
+        each weighted by (shared / union of the two category sets) ** ``power`` (items with the same
+        category set count most) and, given the model items' training ``popularity``, by it: the vectors
+        of items hardly anyone rated are barely trained, and what a new item will be like is best told by
+        the items of its kind that people did take. With ``keep_norm`` the mean is scaled to the weighted
+        mean length of those vectors, since averaging shrinks it and the head's dot product would rank
+        every new item below the items it was made of. (The choice: evaluation/new_items.py, offline
+        table.) An item sharing no category with any model item gets a zero vector. ``model_vectors`` is
+        ``[model_size + 1, D]`` (row 0 padding); new items with the same category set share one mean.
+        """
+        vectors = np.asarray(model_vectors, dtype=np.float32)
+        new = self.new_indices()
+        out = np.zeros((new.size, vectors.shape[1]), dtype=np.float32)
+        if not new.size:
+            return out
+        matrix = self._columns.category_matrix
+        model_rows = matrix[1 : self.model_size + 1]
+        per_item = model_rows.sum(axis=1)
+        counts = None if popularity is None else np.asarray(popularity, dtype=np.float64).reshape(-1)
+        columns, items = np.nonzero(model_rows.T)  # model items per category, one category after another
+        starts = np.searchsorted(columns, np.arange(matrix.shape[1] + 1))
+        lengths = np.linalg.norm(vectors[1:], axis=1)
+        by_categories: dict[tuple[int, ...], NDArray[np.float32]] = {}
+        for row, index in enumerate(new.tolist()):
+            key = tuple(np.flatnonzero(matrix[index]).tolist())
+            if key not in by_categories:
+                members = np.concatenate([items[starts[c] : starts[c + 1]] for c in key] or [items[:0]])
+                centroid = np.zeros(vectors.shape[1], dtype=np.float32)
+                if members.size:
+                    sharing, shared = np.unique(members, return_counts=True)
+                    weights = (shared / (per_item[sharing] + len(key) - shared)) ** power
+                    if counts is not None and (weights * counts[sharing]).sum() > 0:
+                        weights = weights * counts[sharing]
+                    centroid = (weights @ vectors[sharing + 1] / weights.sum()).astype(np.float32)
+                    length = float(np.linalg.norm(centroid))
+                    if keep_norm and length > 0:
+                        centroid *= np.float32(float(weights @ lengths[sharing]) / weights.sum() / length)
+                by_categories[key] = centroid
+            out[row] = by_categories[key]
+        return out
 
     def category_overlap(self, index: int) -> NDArray[np.float64]:
         """Per item: the share of ``index``'s categories it carries (0..1)."""
@@ -175,3 +241,4 @@ class LiveCatalog:
             dict.fromkeys([*self.model.categories, *(c for item in self._items for c in item.categories)])
         )
         self._columns = CatalogColumns(self._items, vocabulary)
+        self.generation = next(_GENERATIONS)

@@ -45,7 +45,12 @@ class ScorerLike(Protocol):
     ) -> NDArray[np.float32]: ...
 
     def retrieve(
-        self, items: NDArray[Any], signals: NDArray[Any], top_m: int, exclude: NDArray[Any] | None = None
+        self,
+        items: NDArray[Any],
+        signals: NDArray[Any],
+        top_m: int,
+        exclude: NDArray[Any] | None = None,
+        new_items: int = 0,
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]: ...
 
 
@@ -67,12 +72,24 @@ class RecommenderConfig:
     # Share of answers that explore at all: an exploration slot costs the answer's quality, so it is
     # spent on some requests (drawn per answer from its recommendation id), not one slot in every list.
     exploration_rate: float = 1.0
+    # Share of answers whose exploration slots go to new items (added after training) when there are any.
+    new_item_rate: float = 1.0
     genre_cap_share: float = 0.5
     # Promotions: this share of the slots goes to items matching promotion_filter (newest first).
     promotion_share: float = 0.0
     promotion_filter: ItemFilter = field(default_factory=ItemFilter)
     # Popular items only, no model: an experiment's control arm (rtrec.experiments), not a degradation.
     popular_only: bool = False
+
+
+@dataclass(frozen=True)
+class NewItems:
+    """The live catalog's items the model never saw, as serving needs them; rebuilt per catalog change."""
+
+    generation: int
+    vectors: NDArray[np.float32]  # [E, D], rows in index order (index = model size + 1 + row)
+    keys: NDArray[np.uint32]  # item_key per row, to drop the ones the user has seen
+    category_ids: Sequence[Sequence[int]]  # per index 1.. (the model's items, then these), for the cap
 
 
 @dataclass
@@ -104,6 +121,7 @@ class Recommender:
         self.config = config or RecommenderConfig()
         self.load_error = load_error
         self.live = live
+        self._new_items: NewItems | None = None
         if catalog is not None:
             # Category names per catalog index (0 = padding), built once: every answer lists them.
             names = catalog.categories
@@ -201,12 +219,14 @@ class Recommender:
         catalog = self.catalog
         vocabulary = catalog.category_index
         genre_ids = frozenset(vocabulary[g] for g in filter_genres if g in vocabulary)
+        # Random exploration on a share of answers; new items take the exploration slots on theirs (all
+        # answers by default): a new item the model never saw learns nothing until someone is shown it.
+        random_exploration = rng.random() < self.config.exploration_rate
+        new_item_slots = self.config.new_item_rate >= 1.0 or rng.random() < self.config.new_item_rate
         rules = RankingRules(
             k=k,
             genre_cap_share=self.config.genre_cap_share,
-            exploration_share=self.config.exploration_share
-            if rng.random() < self.config.exploration_rate
-            else 0.0,
+            exploration_share=self.config.exploration_share,
             filter_genres=genre_ids,
         )
         history = state.history() if state is not None else []
@@ -219,6 +239,10 @@ class Recommender:
         if self.live is not None:  # availability now, and the request's category and attribute filters
             mask &= self.live.mask(item_filter)[: len(catalog) + 1]
         items, signals = encode_history(history, catalog)
+        new = self._current_new_items() if items.any() else None
+        if new is not None:  # the items the model never saw join retrieval under the same rules
+            fresh_mask = self._new_item_mask(new, state, blocked_ids, filter_genres, item_filter)
+            mask = np.concatenate([mask, fresh_mask])
 
         if state is None or not items.any():
             source = SOURCE_POPULAR if state is None else SOURCE_COLD_START
@@ -233,15 +257,9 @@ class Recommender:
                 self._popular(mask, rules, ranking.REASON_POPULAR), SOURCE_POPULAR, True, self.load_error
             )
 
-        excluded = np.flatnonzero(~mask[1:]) + 1
+        fresh = int(mask[len(catalog) + 1 :].sum())
         try:
-            indices, scores = self.scorer.retrieve(
-                items, signals, max(self.config.retrieval_size, k), excluded.astype(np.int64)
-            )
-            indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-            scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-            if indices.shape != scores.shape or not ((indices >= 1) & (indices <= len(catalog))).all():
-                raise ValueError("retrieve returned malformed candidates")
+            indices, scores = self._retrieve(items, signals, mask, k, rules.exploration_slots if fresh else 0)
         except Exception as error:
             return Outcome(
                 self._popular(mask, rules, ranking.REASON_POPULAR),
@@ -250,12 +268,85 @@ class Recommender:
                 f"model call failed: {type(error).__name__}: {error}",
             )
         keep = mask[indices]  # the contract promises this already; the rules must hold regardless
-        picks = ranking.rank_candidates(indices[keep], scores[keep], catalog.category_ids, rules, rng)
+        category_ids = catalog.category_ids if new is None else new.category_ids
+        picks = ranking.rank_candidates(
+            indices[keep],
+            scores[keep],
+            category_ids,
+            rules,
+            rng,
+            new_items=range(len(catalog) + 1, len(mask)) if fresh else (),
+            random_exploration=random_exploration,
+            new_item_slots=new_item_slots,
+        )
         if len(picks) < k:
             remaining = mask.copy()
             remaining[[p.index for p in picks]] = False
             picks = ranking.top_up(picks, self._popular(remaining, rules, ranking.REASON_POPULAR), k)
         return Outcome(picks, SOURCE_MODEL, candidates_scored=int(indices.size))
+
+    def _retrieve(
+        self, items: NDArray[Any], signals: NDArray[Any], mask: NDArray[np.bool_], k: int, new_items: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The scorer's candidates among the allowed indices of ``mask``; raises on a broken contract."""
+        assert self.scorer is not None
+        excluded = (np.flatnonzero(~mask[1:]) + 1).astype(np.int64)
+        top_m = max(self.config.retrieval_size, k)
+        extra = {"new_items": new_items} if new_items else {}  # a scorer without new items needs no argument
+        indices, scores = self.scorer.retrieve(items, signals, top_m, excluded, **extra)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        if indices.shape != scores.shape or not ((indices >= 1) & (indices < len(mask))).all():
+            raise ValueError("retrieve returned malformed candidates")
+        return indices, scores
+
+    def _current_new_items(self) -> NewItems | None:
+        """The live catalog's new items with their vectors, recomputed once per catalog change.
+
+        The scorer receives the vectors at the same time, so one retrieve call scores them with the
+        model's items. None when there is nothing to add (no live catalog, or the scorer has no vectors).
+        """
+        live, scorer = self.live, self.scorer
+        if live is None or scorer is None or not hasattr(scorer, "item_vectors"):
+            return None
+        cached = self._new_items
+        if cached is None or cached.generation != live.generation:
+            model_vectors = getattr(scorer, "item_vectors")  # noqa: B009 (optional in ScorerLike)
+            vectors = live.new_item_vectors(model_vectors, self.catalog.popularity if self.catalog else None)
+            cached = NewItems(
+                live.generation,
+                vectors,
+                np.fromiter((item_key(live.item_at(int(i))) for i in live.new_indices()), dtype="<u4"),
+                [*self.catalog.category_ids, *live.new_category_ids()] if self.catalog else [],
+            )
+            if hasattr(scorer, "set_extra_items"):
+                scorer.set_extra_items(vectors)
+            self._new_items = cached
+        return cached if len(cached.vectors) and hasattr(scorer, "set_extra_items") else None
+
+    def _new_item_mask(
+        self,
+        new: NewItems,
+        state: StateLike | None,
+        blocked_ids: Sequence[str],
+        filter_genres: Iterable[str],
+        item_filter: ItemFilter | None,
+    ) -> NDArray[np.bool_]:
+        """Over the new items: available, passing the request's filters, not blocked, not seen."""
+        assert self.live is not None and self.catalog is not None
+        live, size = self.live, len(self.catalog)
+        mask = live.mask(item_filter)
+        genres = frozenset(filter_genres)
+        if genres:
+            mask &= live.mask(ItemFilter(categories=genres))
+        mask = mask[size + 1 :].copy()
+        for item_id in blocked_ids:
+            index = live.index_of(item_id)
+            if index > size:
+                mask[index - size - 1] = False
+        if state is not None and len(state.seen):
+            mask &= ~np.isin(new.keys, state.seen)
+        return mask
 
     def similar(self, item_id: str, k: int, item_filter: ItemFilter | None = None) -> Outcome | None:
         """Items like ``item_id`` by cosine of the model's item vectors; None when the item is unknown.
@@ -295,22 +386,16 @@ class Recommender:
         return Outcome(picks, SOURCE_MODEL, candidates_scored=int(mask.sum()))
 
     def _all_item_vectors(self, size: int) -> NDArray[np.float32]:
-        """Model item vectors, then one category-mean vector per live new item."""
+        """Model item vectors, then the metadata vector of every live new item (as retrieval scores them)."""
         assert self.scorer is not None and self.catalog is not None
         model_vectors: NDArray[np.float32] = np.asarray(
             getattr(self.scorer, "item_vectors"),  # noqa: B009 (optional in ScorerLike: checked by the caller)
             dtype=np.float32,
         )
-        if self.live is None or size == len(self.catalog):
+        new = self._current_new_items()
+        if new is None or size == len(self.catalog):
             return model_vectors
-        live = self.live
-        extra = np.zeros((size - len(self.catalog), model_vectors.shape[1]), dtype=np.float32)
-        for row, index in enumerate(live.new_indices()):
-            sharing = live.sharing_categories(int(index))
-            sharing = sharing[(sharing >= 1) & (sharing <= len(self.catalog))]
-            if sharing.size:
-                extra[row] = model_vectors[sharing].mean(axis=0)
-        return np.concatenate([model_vectors, extra])
+        return np.concatenate([model_vectors, new.vectors])
 
     def rank(self, state: StateLike | None, item_ids: Sequence[str]) -> Outcome:
         """Order the caller's own candidates for this user; unknown ids are reported, not fatal."""
@@ -396,7 +481,7 @@ class Recommender:
         assert self.catalog is not None
         return ranking.popular(
             self.catalog.popularity,
-            mask,
+            mask[: len(self.catalog) + 1],  # the model's items: new items have no popularity yet
             self.catalog.category_ids,
             rules,
             reason=reason,

@@ -226,6 +226,15 @@ class _NumpyHead:
         ):
             raise ValueError("unexpected head shapes")
         self.item_part = item(self.embedding)  # per item row, independent of the user: once, at load
+        self._item = item
+        self.extra_embedding = np.zeros((0, dim), dtype=np.float32)  # rows N+1.. (see Scorer.set_extra_items)
+        self.extra_item_part = np.zeros((0, hidden), dtype=np.float32)
+
+    def set_extra(self, vectors: NDArray[np.float32]) -> None:
+        """Embedding rows for the indices after the model's: their user-independent part once, here."""
+        self.extra_embedding = vectors
+        hidden = len(self.out)
+        self.extra_item_part = self._item(vectors) if len(vectors) else np.zeros((0, hidden), np.float32)
 
     @classmethod
     def from_interpreter(cls, interpreter: Any, rows: int) -> _NumpyHead | None:
@@ -245,11 +254,19 @@ class _NumpyHead:
             return None
 
     def __call__(self, user: NDArray[np.float32], candidates: NDArray[Any]) -> NDArray[np.float32]:
-        items = self.embedding[candidates]
+        model_rows = len(self.embedding)
+        if len(self.extra_embedding) and (candidates >= model_rows).any():
+            extra = candidates >= model_rows
+            items = np.empty((len(candidates), self.embedding.shape[1]), dtype=np.float32)
+            item_part = np.empty((len(candidates), len(self.out)), dtype=np.float32)
+            items[~extra] = self.embedding[candidates[~extra]]
+            item_part[~extra] = self.item_part[candidates[~extra]]
+            items[extra] = self.extra_embedding[candidates[extra] - model_rows]
+            item_part[extra] = self.extra_item_part[candidates[extra] - model_rows]
+        else:
+            items, item_part = self.embedding[candidates], self.item_part[candidates]
         product = items * user
-        hidden = (
-            self.item_part[candidates] + self.product(product) + (self.user(user[None, :])[0] + self.b_user)
-        )
+        hidden = item_part + self.product(product) + (self.user(user[None, :])[0] + self.b_user)
         np.maximum(hidden, np.float32(0), out=hidden)
         scores: NDArray[np.float32] = (product.sum(axis=1) + hidden @ self.out + self.b_out).astype(
             np.float32
@@ -279,6 +296,8 @@ class Scorer:
         self._full = full
         self._encoder = encoder or shortlist  # user vector and interests: one candidate, the cheapest shape
         self._head = head  # None: retrieve scores its shortlist with the model (a second invoke)
+        # Vectors of items the model never saw (indices N+1..N+E): see set_extra_items.
+        self._extra = np.zeros((0, item_matrix.shape[1]), dtype=np.float32)
 
     @classmethod
     def load(
@@ -346,6 +365,29 @@ class Scorer:
         view.flags.writeable = False
         return view
 
+    @property
+    def extra_items(self) -> int:
+        """How many indices past the model's catalog `retrieve` can return (see set_extra_items)."""
+        return len(self._extra)
+
+    def set_extra_items(self, vectors: NDArray[Any]) -> None:
+        """Vectors for indices N+1..N+E: items added to the catalog after the model was trained.
+
+        `retrieve` then scores them with the model's own items: by affinity in the shortlist and by the
+        numpy scoring head, the vector standing in for the item's embedding row (the retrieval matrix and
+        the head's embedding are the same trained table). With an approximate index they go to its delta
+        list, scanned exactly by every query. Without the numpy head they are never returned: the model
+        graph cannot score an index it does not have. Replaces the previous set; call it when they change.
+        """
+        extra = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self._item_matrix.shape[1])
+        self._extra = extra
+        if self._head is not None:
+            self._head.set_extra(extra)
+        if self._index is not None:
+            self._index.clear_delta()
+            if len(extra):
+                self._index.add(np.arange(len(self.catalog) + 1, len(self.catalog) + 1 + len(extra)), extra)
+
     def _check_history(self, items: NDArray[Any], signals: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
         items = np.asarray(items, dtype=np.int32).reshape(-1)
         signals = np.asarray(signals, dtype=np.int32).reshape(-1)
@@ -406,44 +448,56 @@ class Scorer:
         signals: NDArray[Any],
         top_m: int,
         exclude: NDArray[Any] | None = None,
+        new_items: int = 0,
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Top-M by user-vector · item-matrix (numpy), re-ranked by the scoring head, best first.
 
         One model call (the user vector); the head runs in numpy on the M candidates when it matched the
         model at load (scores within 0.005 of `score()`'s; measured ≤ 0.002), else `score()` ranks them
-        (a second call).
+        (a second call). Indices past the model's catalog are the extra items (`set_extra_items`), scored
+        the same way; ``new_items`` > 0 adds the best that many of them by affinity to the shortlist even
+        when they miss the top M (exploration's candidates).
 
         Never returns index 0 (padding) or an excluded index; may return fewer than top_m.
         """
         if top_m < 1:
             raise ValueError("top_m must be at least 1")
         user = self.user_vector(items, signals)
-        if self._index is not None:
-            shortlist, _ = self._index.search(user, int(top_m), exclude=exclude)
-            shortlist = shortlist[(shortlist >= 1) & (shortlist <= len(self.catalog))]
-            if shortlist.size == 0:
-                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-            scores = (
-                self._head(user, shortlist)
-                if self._head is not None
-                else self.score(items, signals, shortlist)
-            )
-            order = np.argsort(-scores, kind="stable")
-            return shortlist[order].astype(np.int64), scores[order]
-        affinity = self._item_matrix @ user
-        affinity[PAD_INDEX] = -np.inf
+        size = len(self.catalog)
+        extra = len(self._extra) if self._head is not None else 0
+        excluded = np.zeros(0, dtype=np.int64)
         if exclude is not None and np.size(exclude):
             excluded = np.asarray(exclude, dtype=np.int64).reshape(-1)
-            excluded = excluded[(excluded >= 0) & (excluded <= len(self.catalog))]
-            affinity[excluded] = -np.inf
-        available = int(np.isfinite(affinity).sum())
-        count = min(int(top_m), available)
-        if count == 0:
+            excluded = excluded[(excluded >= 0) & (excluded <= size + extra)]
+        if self._index is not None:
+            shortlist, _ = self._index.search(user, int(top_m), exclude=excluded)
+            shortlist = shortlist[(shortlist >= 1) & (shortlist <= size + extra)]
+        else:
+            affinity = self._item_matrix @ user
+            affinity[PAD_INDEX] = -np.inf
+            affinity[excluded[excluded <= size]] = -np.inf
+            if extra:
+                affinity = np.concatenate([affinity, self._extra @ user])
+                affinity[excluded] = -np.inf
+            count = min(int(top_m), int(np.isfinite(affinity).sum()))
+            shortlist = np.argpartition(-affinity, count - 1)[:count] if count else np.zeros(0, np.int64)
+        if extra and new_items > 0:
+            shortlist = np.union1d(shortlist, self._best_extra(user, new_items, excluded))
+        if shortlist.size == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        shortlist = np.argpartition(-affinity, count - 1)[:count]
         if self._head is not None:
             scores = self._head(user, shortlist)
         else:
             scores = self.score(items, signals, shortlist)
         order = np.argsort(-scores, kind="stable")
         return shortlist[order].astype(np.int64), scores[order]
+
+    def _best_extra(self, user: NDArray[np.float32], count: int, excluded: NDArray[np.int64]) -> NDArray[Any]:
+        """The ``count`` extra indices with the highest affinity, excluded ones left out."""
+        affinity = self._extra @ user
+        affinity[excluded[excluded > len(self.catalog)] - len(self.catalog) - 1] = -np.inf
+        count = min(count, int(np.isfinite(affinity).sum()))
+        if not count:
+            return np.zeros(0, dtype=np.int64)
+        best = np.argpartition(-affinity, count - 1)[:count]
+        return best.astype(np.int64) + len(self.catalog) + 1

@@ -230,6 +230,7 @@ class RecommendSettings:
     promotion_filter: ItemFilter
     # The running experiment (rtrec.experiments); None = no experiment parameter configured.
     experiments: ExperimentSettings | None = None
+    new_item_rate: float = 1.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RecommendSettings:
@@ -259,6 +260,8 @@ class RecommendSettings:
             promotion_share=env.number("PROMOTION_SHARE", 0.0, 0.0, 0.5),
             promotion_filter=env.item_filter("PROMOTION_FILTER"),
             experiments=ExperimentSettings.from_env(env),
+            # Share of answers whose exploration slot goes to a new item (one the model never saw).
+            new_item_rate=env.number("NEW_ITEM_EXPLORATION_RATE", 1.0, 0.0, 1.0),
         )
 
 
