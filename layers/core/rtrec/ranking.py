@@ -186,8 +186,12 @@ def popular(
     reason: str = REASON_POPULAR,
     genre_weights: NDArray[np.floating[Any]] | None = None,
     genre_matrix: NDArray[np.float32] | None = None,
+    item_weights: NDArray[np.float64] | None = None,
 ) -> list[Pick]:
     """The most popular allowed items, diversified like model picks; score = popularity / max.
+
+    `item_weights` (one per catalog index, e.g. rotation's multipliers) scale items' values after
+    the maximum is taken, so a demoted item's score says how much it was demoted.
 
     With `genre_weights` (a distribution over the categories, e.g. a user's decayed interests) and the
     catalog's `genre_matrix`, popularity is boosted toward the user's genres, which is how a
@@ -200,6 +204,8 @@ def popular(
         affinity = genre_matrix @ (genre_weights / genre_weights.sum())
         values *= _OFF_INTEREST_WEIGHT + affinity
     top = float(values.max()) or 1.0
+    if item_weights is not None:
+        values *= item_weights
     candidates = np.flatnonzero(mask)
     if candidates.size == 0:
         return []

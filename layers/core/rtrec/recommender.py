@@ -19,6 +19,7 @@ from rtrec import ranking
 from rtrec.catalog import ItemFilter
 from rtrec.features import PAD_INDEX, Catalog, HistoryStep, encode_history
 from rtrec.ranking import Pick, RankingRules
+from rtrec.rotation import Demotion, log_multipliers
 from rtrec.state import item_key
 
 if TYPE_CHECKING:
@@ -147,19 +148,31 @@ class Recommender:
         filter_genres: Iterable[str] = (),
         exclude_item_ids: Iterable[str] = (),
         item_filter: ItemFilter | None = None,
+        *,
+        demotion: Demotion | None = None,
+        exclude_item_keys: NDArray[np.uint32] | None = None,
     ) -> Outcome:
-        """Top-k items for a user: available, unseen, filtered, diversified, explored and promoted."""
-        outcome = self._organic(state, k, rng, filter_genres, exclude_item_ids, item_filter)
+        """Top-k items for a user: available, unseen, filtered, diversified, explored and promoted.
+
+        ``demotion`` (rotation) multiplies recently shown items' scores; ``exclude_item_keys`` leaves
+        out items by item key (a paged list's items already shown).
+        """
+        outcome = self._organic(
+            state, k, rng, filter_genres, exclude_item_ids, item_filter, demotion, exclude_item_keys
+        )
         if self.live is not None and self.config.promotion_share > 0 and self.catalog is not None:
             slots = int(k * self.config.promotion_share)
             if slots:
-                outcome.picks = ranking.promote(
-                    outcome.picks, self._promotable(state, exclude_item_ids, item_filter)[:slots], k
-                )
+                promotable = self._promotable(state, exclude_item_ids, item_filter, exclude_item_keys)
+                outcome.picks = ranking.promote(outcome.picks, promotable[:slots], k)
         return outcome
 
     def _promotable(
-        self, state: StateLike | None, exclude_item_ids: Iterable[str], item_filter: ItemFilter | None
+        self,
+        state: StateLike | None,
+        exclude_item_ids: Iterable[str],
+        item_filter: ItemFilter | None,
+        exclude_item_keys: NDArray[np.uint32] | None = None,
     ) -> list[int]:
         """Indices matching the promotion filter (and the request's), unseen, newest first."""
         assert self.live is not None
@@ -169,9 +182,12 @@ class Recommender:
             mask[live.index_of(item_id)] = False
         mask[0] = False
         candidates = np.flatnonzero(mask).astype(np.int64)
-        if state is not None and len(state.seen) and candidates.size:
+        blocked_keys = state.seen if state is not None else np.zeros(0, dtype="<u4")
+        if exclude_item_keys is not None and exclude_item_keys.size:
+            blocked_keys = np.concatenate([blocked_keys, exclude_item_keys])
+        if blocked_keys.size and candidates.size:
             keys = np.fromiter((item_key(live.item_at(int(i))) for i in candidates), dtype="<u4")
-            candidates = candidates[~np.isin(keys, state.seen)]
+            candidates = candidates[~np.isin(keys, blocked_keys)]
         return [int(i) for i in live.newest_first(candidates)]
 
     def item_id_at(self, index: int) -> str:
@@ -195,6 +211,8 @@ class Recommender:
         filter_genres: Iterable[str],
         exclude_item_ids: Iterable[str],
         item_filter: ItemFilter | None,
+        demotion: Demotion | None = None,
+        exclude_item_keys: NDArray[np.uint32] | None = None,
     ) -> Outcome:
         if self.catalog is None:
             return Outcome(source=SOURCE_POPULAR, degraded=True, failure=self.load_error)
@@ -214,8 +232,9 @@ class Recommender:
         mask = ranking.allowed_mask(
             len(catalog), (catalog.index_of(i) for i in blocked_ids), self._genre_mask, genre_ids
         )
-        if state is not None and len(state.seen):
-            mask &= ~np.isin(self._item_keys, state.seen)
+        mask &= ~self._blocked_keys(state, exclude_item_keys)
+        # Rotation: a multiplier per catalog index, < 1 for items shown recently (rtrec.rotation).
+        weights = demotion.multipliers(self._item_keys) if demotion is not None and len(demotion) else None
         if self.live is not None:  # availability now, and the request's category and attribute filters
             mask &= self.live.mask(item_filter)[: len(catalog) + 1]
         items, signals = encode_history(history, catalog)
@@ -224,13 +243,16 @@ class Recommender:
             source = SOURCE_POPULAR if state is None else SOURCE_COLD_START
             degraded = self.scorer is None
             return Outcome(
-                self._popular(mask, rules, source, state), source, degraded, self._failure(degraded)
+                self._popular(mask, rules, source, state, weights), source, degraded, self._failure(degraded)
             )
         if self.config.popular_only:
             return Outcome(self._popular(mask, rules, ranking.REASON_POPULAR), SOURCE_POPULAR)
         if self.scorer is None:
             return Outcome(
-                self._popular(mask, rules, ranking.REASON_POPULAR), SOURCE_POPULAR, True, self.load_error
+                self._popular(mask, rules, ranking.REASON_POPULAR, weights=weights),
+                SOURCE_POPULAR,
+                True,
+                self.load_error,
             )
 
         excluded = np.flatnonzero(~mask[1:]) + 1
@@ -244,18 +266,34 @@ class Recommender:
                 raise ValueError("retrieve returned malformed candidates")
         except Exception as error:
             return Outcome(
-                self._popular(mask, rules, ranking.REASON_POPULAR),
+                self._popular(mask, rules, ranking.REASON_POPULAR, weights=weights),
                 SOURCE_POPULAR,
                 True,
                 f"model call failed: {type(error).__name__}: {error}",
             )
         keep = mask[indices]  # the contract promises this already; the rules must hold regardless
-        picks = ranking.rank_candidates(indices[keep], scores[keep], catalog.category_ids, rules, rng)
+        kept_scores = scores[keep]
+        if weights is not None:  # logits: a multiplier on the item's probability adds its log
+            kept_scores = (kept_scores + log_multipliers(weights[indices[keep]])).astype(np.float32)
+        picks = ranking.rank_candidates(indices[keep], kept_scores, catalog.category_ids, rules, rng)
         if len(picks) < k:
             remaining = mask.copy()
             remaining[[p.index for p in picks]] = False
-            picks = ranking.top_up(picks, self._popular(remaining, rules, ranking.REASON_POPULAR), k)
+            picks = ranking.top_up(
+                picks, self._popular(remaining, rules, ranking.REASON_POPULAR, weights=weights), k
+            )
         return Outcome(picks, SOURCE_MODEL, candidates_scored=int(indices.size))
+
+    def _blocked_keys(
+        self, state: StateLike | None, exclude_item_keys: NDArray[np.uint32] | None
+    ) -> NDArray[np.bool_]:
+        """Per catalog index: is the item in the user's seen set or among ``exclude_item_keys``."""
+        keys = state.seen if state is not None else np.zeros(0, dtype="<u4")
+        if exclude_item_keys is not None and exclude_item_keys.size:
+            keys = np.concatenate([keys, exclude_item_keys])
+        if not len(keys):
+            return np.zeros(self._item_keys.shape[0], dtype=bool)
+        return np.isin(self._item_keys, keys)
 
     def similar(self, item_id: str, k: int, item_filter: ItemFilter | None = None) -> Outcome | None:
         """Items like ``item_id`` by cosine of the model's item vectors; None when the item is unknown.
@@ -391,7 +429,12 @@ class Recommender:
         )
 
     def _popular(
-        self, mask: NDArray[np.bool_], rules: RankingRules, reason: str, state: StateLike | None = None
+        self,
+        mask: NDArray[np.bool_],
+        rules: RankingRules,
+        reason: str,
+        state: StateLike | None = None,
+        weights: NDArray[np.float64] | None = None,
     ) -> list[Pick]:
         assert self.catalog is not None
         return ranking.popular(
@@ -402,6 +445,7 @@ class Recommender:
             reason=reason,
             genre_weights=_state_interests(state, self.catalog),
             genre_matrix=self._genre_matrix,
+            item_weights=weights,
         )
 
     def _failure(self, degraded: bool) -> str | None:
