@@ -31,6 +31,7 @@ from rtrec.events import (
 )
 from rtrec.features import EVENT_TYPES
 from rtrec.http import id_list_pattern
+from rtrec.paging import AFTER_PATTERN, MAX_PAGES
 from rtrec.ranking import REASONS
 
 # What rtrec.events.check_text accepts: no control characters, not blank.
@@ -51,7 +52,10 @@ class ScoredItem(BaseModel):
 
 class RecommendationsResponse(BaseModel):
     recommendation_id: str = Field(
-        description="Echo it as `recommendation_id` in events caused by this list."
+        description=(
+            "Echo it as `recommendation_id` in events caused by this list; pass it as `after` "
+            "(GET /v1/recommendations) for the next page."
+        )
     )
     model_version: str | None
     degraded: bool = Field(description="True when the model was unavailable and popularity answered.")
@@ -195,6 +199,19 @@ def get_recommendations(
             max_length=MAX_EXCLUDE_PARAMETER,
             pattern=id_list_pattern(MAX_ID_LENGTH),
             description="Comma-separated item ids to leave out.",
+        ),
+    ] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_ID_LENGTH,
+            pattern=AFTER_PATTERN,
+            description=(
+                "The `recommendation_id` of the previous page: the answer is the next page of that list, "
+                "without any item an earlier page showed. Send the same `k` and filters as the first page. "
+                f"Pages continue for 30 minutes (PAGING_WINDOW_SECONDS) after the first, up to {MAX_PAGES} "
+                "pages; an expired, unknown or last-page id is a 400 (ask again without `after`)."
+            ),
         ),
     ] = None,
 ):
