@@ -229,14 +229,15 @@ def get_recommendations():
             paging.check_cursor(request.after, now_ms, settings.paging_window_s)
         except paging.InvalidCursor as error:
             raise RequestError(400, "invalid request", [f"query.after: {error}"]) from None
+    _follow_catalog()
+    state, read_failure = _read_state(user_id)
+    if request.after is not None:
         root, page = request.after.root, request.after.page + 1
         recommendation_id = paging.page_id(root, page)
         logger.append_keys(recommendation_id=recommendation_id)
-    else:
-        recommendation_id = root = _new_recommendation_id(now_ms)
+    else:  # the id records the state this answer read, so later pages can start from the same one
+        recommendation_id = root = _new_recommendation_id(now_ms, paging.snapshot_marker(state, now_ms))
         page = 1
-    _follow_catalog()
-    state, read_failure = _read_state(user_id)
     serving, assignment = _serving(user_id)
     outcome = paging.recommend_page(
         serving,
@@ -397,9 +398,9 @@ def _observe(route: str, outcome: Outcome, read_failure: bool) -> None:
     )
 
 
-def _new_recommendation_id(now_ms: int | None = None) -> str:
+def _new_recommendation_id(now_ms: int | None = None, marker: int = 0) -> str:
     """A fresh id for this answer (time-ordered and random: rtrec.paging), also on the request's log lines."""
-    recommendation_id = paging.new_root(int(time.time() * 1000) if now_ms is None else now_ms)
+    recommendation_id = paging.new_root(int(time.time() * 1000) if now_ms is None else now_ms, marker)
     logger.append_keys(recommendation_id=recommendation_id)
     return recommendation_id
 

@@ -19,6 +19,7 @@ from rtrec.paging import (
     page_id,
     parse_cursor,
     recommend_page,
+    snapshot_marker,
     state_at,
 )
 from rtrec.recommender import Recommender
@@ -31,13 +32,15 @@ WINDOW_S = 1800
 ROTATION = RotationPolicy(rate=0.1, time_s=7200)
 
 
-def test_a_first_page_id_is_a_version_7_uuid_of_its_time():
-    root = new_root(T0)
+def test_a_first_page_id_is_a_version_7_uuid_of_its_time_and_marker():
+    root = new_root(T0, marker=37)
     parsed = uuid.UUID(root)
     assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
     assert int(root[:12], 16) == T0
-    assert new_root(T0) != root  # random bits
-    assert parse_cursor(root).page == 1 and parse_cursor(root).issued_ms == T0
+    assert new_root(T0, 37) != root  # random bits
+    cursor = parse_cursor(root)
+    assert (cursor.page, cursor.issued_ms, cursor.marker) == (1, T0, 37)
+    assert parse_cursor(new_root(T0, 10_000)).marker == 0xFFF  # capped
 
 
 def test_later_page_ids_name_their_chain_and_page_and_match_the_documented_pattern():
@@ -132,7 +135,24 @@ def test_a_new_event_between_pages_brings_nothing_back(recommender):
     assert not set(first) & set(second) and len(second) == 10
     # The fresh answer (a new chain) does reflect the click: its history changed.
     assert state_at(later, T0).history() == state.history()
-    assert state_at(later, T0 + 3_000).history() == later.history()
+    assert state_at(later, T0 + 3_000, marker=1).history() == later.history()
+
+
+def test_events_applied_in_the_first_pages_second_are_told_apart_by_the_ids_marker(recommender):
+    user = "u5"
+    state = history_state(user, ["50", "181", "100"], T0)  # applied in the same second as page 1
+    marker = snapshot_marker(state, T0 + 400)
+    assert marker == 3
+    root = new_root(T0 + 400, marker)
+    request = PageRequest(k=10)
+    first = ids(recommender, recommend_page(recommender, state, request, root, 1, T0 + 400, ROTATION))
+    # Within the same second the user rates an item of page 1, then asks for page 2 and 3.
+    later = fold(state, user, [Event(user, "r9", first[0], "rating", T0 + 500, 5.0)], None, T0 + 600).state
+    assert snapshot_marker(later, T0 + 700) == 4
+    second = ids(recommender, recommend_page(recommender, later, request, root, 2, T0 + 700, ROTATION))
+    third = ids(recommender, recommend_page(recommender, later, request, root, 3, T0 + 800, ROTATION))
+    assert len(set(first + second + third)) == 30
+    assert state_at(later, T0 + 400, marker).history() == state.history()
 
 
 def test_the_chains_folded_impressions_cover_what_a_recomputation_cannot_see(recommender):

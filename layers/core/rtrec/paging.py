@@ -1,8 +1,9 @@
 """Recommendation ids, and paging through more recommendations without repeats.
 
 Every answer's ``recommendation_id`` is a time-ordered UUID (version 7: 48 bits of epoch
-milliseconds, 74 random bits) in 32 hex digits: its bits seed the answer's randomness (the
-exploration draw), and its time dates the answer. A later page's id is
+milliseconds, 12 bits of snapshot marker, 62 random bits) in 32 hex digits: its bits seed the
+answer's randomness (the exploration draw), its time dates the answer, and the marker says how many
+of the user's events ingest had applied in that second when the answer read the state. A later page's id is
 ``<first page's id>-<page>-<8 random hex>``.
 
 ``GET /v1/recommendations?after=<id>`` answers the page after the one ``id`` names (within
@@ -47,10 +48,12 @@ class InvalidCursor(ValueError):
     """An ``after`` value that names no page this service can continue; the message says why."""
 
 
-def new_root(now_ms: int, random_bytes: bytes | None = None) -> str:
-    """A first page's id: a version-7 UUID of ``now_ms`` as 32 lowercase hex digits."""
-    rand = int.from_bytes(random_bytes if random_bytes is not None else os.urandom(10), "big")
-    rand_a, rand_b = (rand >> 62) & 0xFFF, rand & ((1 << 62) - 1)
+def new_root(now_ms: int, marker: int = 0, random_bytes: bytes | None = None) -> str:
+    """A first page's id: a version-7 UUID of ``now_ms`` and ``marker`` (``snapshot_marker``), 32 hex."""
+    rand_b = int.from_bytes(random_bytes if random_bytes is not None else os.urandom(8), "big") & (
+        (1 << 62) - 1
+    )
+    rand_a = min(max(0, marker), 0xFFF)
     value = (now_ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
     return f"{value:032x}"
 
@@ -72,6 +75,7 @@ class Cursor:
     root: str
     page: int
     issued_ms: int
+    marker: int = 0
 
     @property
     def chain(self) -> int:
@@ -84,7 +88,7 @@ def parse_cursor(text: str) -> Cursor:
         raise InvalidCursor("must be the recommendation_id of an earlier GET /v1/recommendations answer")
     root, _, rest = text.partition("-")
     page = int(rest.partition("-")[0]) if rest else 1
-    return Cursor(root, page, int(root[:12], 16))
+    return Cursor(root, page, int(root[:12], 16), int(root[13:16], 16))
 
 
 def check_cursor(cursor: Cursor, now_ms: int, window_s: int) -> None:
@@ -112,19 +116,29 @@ class StateAt:
         return list(self.recent)
 
 
-def state_at(state: UserState, at_ms: int) -> StateAt:
-    """The history and seen set as of ``at_ms``: events ingest applied after that second are left out.
+def snapshot_marker(state: UserState | None, now_ms: int) -> int:
+    """How many of the user's events ingest applied in ``now_ms``'s second (at most 4,095)."""
+    if state is None:
+        return 0
+    return min(0xFFF, int((state.event_applied_at == now_ms // 1000).sum()))
 
-    Exact while the user has fewer than 50 events since (older ones the new events pushed out of
-    ``recent`` cannot be brought back); interests stay as they are now.
+
+def state_at(state: UserState, at_ms: int, marker: int = 0) -> StateAt:
+    """The history and seen set as an answer at ``at_ms`` read them: events applied later left out.
+
+    Ingest records to the second when it applied each event, in application order; of the events
+    applied in ``at_ms``'s second the first ``marker`` had been applied when the answer read the
+    state. Exact while the user has fewer than 50 events since (older ones the new events pushed out
+    of ``recent`` cannot be brought back); interests stay as they are now.
     """
     at_s = at_ms // 1000
-    applied_at = dict(zip(state.event_keys.tolist(), state.event_applied_at.tolist(), strict=True))
+    applied = state.event_applied_at.astype(np.int64)
+    later_keys = set(state.event_keys[applied > at_s].tolist())
+    later_keys.update(state.event_keys[applied == at_s][marker:].tolist())
     kept: list[Interaction] = []
     later: list[Interaction] = []
     for interaction in state.recent:
-        applied = applied_at.get(event_key(interaction.event_id))
-        (later if applied is not None and applied > at_s else kept).append(interaction)
+        (later if event_key(interaction.event_id) in later_keys else kept).append(interaction)
     seen = state.seen
     if later:
         still_seen = {item_key(i.item_id) for i in kept}
@@ -152,27 +166,37 @@ def recommend_page(
     now_ms: int,
     rotation: RotationPolicy,
 ) -> Outcome:
-    """Page ``page`` of the chain ``root``: pages 1..page-1 computed again and excluded, plus the
-    chain's shown items; the other recently shown items rotated down as in any answer."""
+    """Page ``page`` of the chain ``root``.
+
+    The first page is an ordinary answer: the user's state now, recently shown items rotated down.
+    Every later page is computed from the state *as of the first page* (``state_at`` with the id's
+    time and marker: a list is one snapshot, a fresh first page reflects what happened since), so the
+    earlier pages are computed again exactly and excluded. Finally items the user interacted with
+    since, or that the chain's folded impressions say were shown, are dropped: such a page can hold
+    fewer than ``k`` items.
+    """
     chain = chain_key(root)
-    excluded: list[str] = list(request.exclude)
-    if page > 1:
-        issued_s = int(root[:12], 16) // 1000
-        then, demoted_then = None, None
-        if state is not None:
-            then = state_at(state, issued_s * 1000)
-            demoted_then = demotion(
-                state.shown, issued_s, rotation, skip_chain=chain, shown_before_s=issued_s
-            )
-        for earlier in range(1, page):
-            outcome = _answer(recommender, then, request, root, earlier, excluded, demoted_then)
-            excluded.extend(recommender.item_id_at(p.index) for p in outcome.picks)
-    if state is None:
-        return _answer(recommender, None, request, root, page, excluded, None)
-    # The chain's own impressions, once folded: what it showed, even where a recomputation differs.
-    shown_here = state.shown["item"][state.shown["chain"] == chain] if page > 1 else None
-    demoted = demotion(state.shown, now_ms // 1000, rotation, skip_chain=chain)
-    return _answer(recommender, state, request, root, page, excluded, demoted, shown_here)
+    if page == 1:
+        demoted = demotion(state.shown, now_ms // 1000, rotation, skip_chain=chain) if state else None
+        return _answer(recommender, state, request, root, 1, request.exclude, demoted)
+    issued_ms, marker = int(root[:12], 16), int(root[13:16], 16)
+    snapshot, demoted_then = None, None
+    if state is not None:
+        snapshot = state_at(state, issued_ms, marker)
+        issued_s = issued_ms // 1000
+        demoted_then = demotion(state.shown, issued_s, rotation, skip_chain=chain, shown_before_s=issued_s)
+    excluded = list(request.exclude)
+    for earlier in range(1, page):
+        outcome = _answer(recommender, snapshot, request, root, earlier, excluded, demoted_then)
+        excluded += item_ids(recommender, outcome)
+    outcome = _answer(recommender, snapshot, request, root, page, excluded, demoted_then)
+    if state is not None:
+        # Never a seen item, nor one the chain's impressions (folded by now, seconds behind) showed.
+        blocked = np.concatenate([state.seen, state.shown["item"][state.shown["chain"] == chain]])
+        keys = np.array([item_key(i) for i in item_ids(recommender, outcome)], dtype="<u4")
+        keep = ~np.isin(keys, blocked)
+        outcome.picks = [pick for pick, kept in zip(outcome.picks, keep.tolist(), strict=True) if kept]
+    return outcome
 
 
 def _answer(
@@ -183,7 +207,6 @@ def _answer(
     page: int,
     excluded: Sequence[str],
     demoted: Demotion | None,
-    excluded_keys: NDArray[np.uint32] | None = None,
 ) -> Outcome:
     return recommender.recommend(
         state,
@@ -193,9 +216,9 @@ def _answer(
         exclude_item_ids=tuple(excluded),
         item_filter=request.item_filter,
         demotion=demoted if demoted is not None and len(demoted) else None,
-        exclude_item_keys=excluded_keys,
     )
 
 
 def item_ids(recommender: Recommender, outcome: Outcome) -> list[str]:
+    """The item ids of an outcome's picks, in order."""
     return [recommender.item_id_at(p.index) for p in outcome.picks]

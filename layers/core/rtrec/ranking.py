@@ -146,13 +146,16 @@ def rank_candidates(
     genre_ids: Sequence[Sequence[int]],
     rules: RankingRules,
     rng: np.random.Generator,
+    item_weights: NDArray[np.float64] | None = None,
 ) -> list[Pick]:
     """Turn model-scored candidates into the final list: diversified top plus exploration.
 
     `indices`/`scores` are the retrieved candidates (already free of blocked items). The
     exploitation part is the best-scored items under the genre cap; the exploration slots
     are drawn, weighted by `uncertainty`, from candidates outside that part, and placed at
-    evenly spaced positions so the first item is always the model's best.
+    evenly spaced positions so the first item is always the model's best. `item_weights` (one per
+    candidate, e.g. rotation's multipliers) also scale the exploration draw: a demoted item's score
+    lands mid-pool, where uncertainty alone would favour it.
     """
     order = np.argsort(-scores, kind="stable")
     ranked = indices[order]
@@ -170,6 +173,8 @@ def rank_candidates(
     taken[exploit_positions] = True
     pool = np.flatnonzero(~taken)
     weights = uncertainty(ranked_scores[pool]) + 1e-6
+    if item_weights is not None:
+        weights = weights * item_weights[order][pool]
     drawn = rng.choice(pool, size=min(explore_slots, len(pool)), replace=False, p=weights / weights.sum())
     explore = [Pick(int(ranked[p]), float(ranked_scores[p]), REASON_EXPLORE) for p in sorted(drawn)]
     gap = len(picks) // (len(explore) + 1) + 1

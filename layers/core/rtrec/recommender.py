@@ -150,29 +150,22 @@ class Recommender:
         item_filter: ItemFilter | None = None,
         *,
         demotion: Demotion | None = None,
-        exclude_item_keys: NDArray[np.uint32] | None = None,
     ) -> Outcome:
         """Top-k items for a user: available, unseen, filtered, diversified, explored and promoted.
 
-        ``demotion`` (rotation) multiplies recently shown items' scores; ``exclude_item_keys`` leaves
-        out items by item key (a paged list's items already shown).
+        ``demotion`` (rotation, ``rtrec.rotation``) multiplies recently shown items' scores.
         """
-        outcome = self._organic(
-            state, k, rng, filter_genres, exclude_item_ids, item_filter, demotion, exclude_item_keys
-        )
+        outcome = self._organic(state, k, rng, filter_genres, exclude_item_ids, item_filter, demotion)
         if self.live is not None and self.config.promotion_share > 0 and self.catalog is not None:
             slots = int(k * self.config.promotion_share)
             if slots:
-                promotable = self._promotable(state, exclude_item_ids, item_filter, exclude_item_keys)
-                outcome.picks = ranking.promote(outcome.picks, promotable[:slots], k)
+                outcome.picks = ranking.promote(
+                    outcome.picks, self._promotable(state, exclude_item_ids, item_filter)[:slots], k
+                )
         return outcome
 
     def _promotable(
-        self,
-        state: StateLike | None,
-        exclude_item_ids: Iterable[str],
-        item_filter: ItemFilter | None,
-        exclude_item_keys: NDArray[np.uint32] | None = None,
+        self, state: StateLike | None, exclude_item_ids: Iterable[str], item_filter: ItemFilter | None
     ) -> list[int]:
         """Indices matching the promotion filter (and the request's), unseen, newest first."""
         assert self.live is not None
@@ -182,12 +175,9 @@ class Recommender:
             mask[live.index_of(item_id)] = False
         mask[0] = False
         candidates = np.flatnonzero(mask).astype(np.int64)
-        blocked_keys = state.seen if state is not None else np.zeros(0, dtype="<u4")
-        if exclude_item_keys is not None and exclude_item_keys.size:
-            blocked_keys = np.concatenate([blocked_keys, exclude_item_keys])
-        if blocked_keys.size and candidates.size:
+        if state is not None and len(state.seen) and candidates.size:
             keys = np.fromiter((item_key(live.item_at(int(i))) for i in candidates), dtype="<u4")
-            candidates = candidates[~np.isin(keys, blocked_keys)]
+            candidates = candidates[~np.isin(keys, state.seen)]
         return [int(i) for i in live.newest_first(candidates)]
 
     def item_id_at(self, index: int) -> str:
@@ -212,7 +202,6 @@ class Recommender:
         exclude_item_ids: Iterable[str],
         item_filter: ItemFilter | None,
         demotion: Demotion | None = None,
-        exclude_item_keys: NDArray[np.uint32] | None = None,
     ) -> Outcome:
         if self.catalog is None:
             return Outcome(source=SOURCE_POPULAR, degraded=True, failure=self.load_error)
@@ -232,7 +221,8 @@ class Recommender:
         mask = ranking.allowed_mask(
             len(catalog), (catalog.index_of(i) for i in blocked_ids), self._genre_mask, genre_ids
         )
-        mask &= ~self._blocked_keys(state, exclude_item_keys)
+        if state is not None and len(state.seen):
+            mask &= ~np.isin(self._item_keys, state.seen)
         # Rotation: a multiplier per catalog index, < 1 for items shown recently (rtrec.rotation).
         weights = demotion.multipliers(self._item_keys) if demotion is not None and len(demotion) else None
         if self.live is not None:  # availability now, and the request's category and attribute filters
@@ -272,10 +262,13 @@ class Recommender:
                 f"model call failed: {type(error).__name__}: {error}",
             )
         keep = mask[indices]  # the contract promises this already; the rules must hold regardless
-        kept_scores = scores[keep]
+        kept_scores, kept_weights = scores[keep], None
         if weights is not None:  # logits: a multiplier on the item's probability adds its log
-            kept_scores = (kept_scores + log_multipliers(weights[indices[keep]])).astype(np.float32)
-        picks = ranking.rank_candidates(indices[keep], kept_scores, catalog.category_ids, rules, rng)
+            kept_weights = weights[indices[keep]]
+            kept_scores = (kept_scores + log_multipliers(kept_weights)).astype(np.float32)
+        picks = ranking.rank_candidates(
+            indices[keep], kept_scores, catalog.category_ids, rules, rng, item_weights=kept_weights
+        )
         if len(picks) < k:
             remaining = mask.copy()
             remaining[[p.index for p in picks]] = False
@@ -283,17 +276,6 @@ class Recommender:
                 picks, self._popular(remaining, rules, ranking.REASON_POPULAR, weights=weights), k
             )
         return Outcome(picks, SOURCE_MODEL, candidates_scored=int(indices.size))
-
-    def _blocked_keys(
-        self, state: StateLike | None, exclude_item_keys: NDArray[np.uint32] | None
-    ) -> NDArray[np.bool_]:
-        """Per catalog index: is the item in the user's seen set or among ``exclude_item_keys``."""
-        keys = state.seen if state is not None else np.zeros(0, dtype="<u4")
-        if exclude_item_keys is not None and exclude_item_keys.size:
-            keys = np.concatenate([keys, exclude_item_keys])
-        if not len(keys):
-            return np.zeros(self._item_keys.shape[0], dtype=bool)
-        return np.isin(self._item_keys, keys)
 
     def similar(self, item_id: str, k: int, item_filter: ItemFilter | None = None) -> Outcome | None:
         """Items like ``item_id`` by cosine of the model's item vectors; None when the item is unknown.
