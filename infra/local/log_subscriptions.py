@@ -114,15 +114,16 @@ def _key(reference: Any) -> str:
 
 
 class _Tee:
-    """A log stream that also hands every complete line to ``on_line``."""
+    """A log stream that hands every line to ``on_line`` and, with ``passthrough``, writes it on."""
 
-    def __init__(self, target: Any, on_line: Any) -> None:
+    def __init__(self, target: Any, on_line: Any, passthrough: bool = True) -> None:
         self.target = target
         self.on_line = on_line
+        self.passthrough = passthrough
 
     def write(self, text: str) -> int:
         self.on_line(text)
-        return int(self.target.write(text) or 0)
+        return int(self.target.write(text) or 0) if self.passthrough else len(text)
 
     def flush(self) -> None:
         self.target.flush()
@@ -141,15 +142,18 @@ class LogSubscriptions:
         self._thread: threading.Thread | None = None
         self._wrapped: list[tuple[logging.StreamHandler[Any], Any]] = []
 
-    def install(self, logger_names: Sequence[str] = ("rtrec",)) -> LogSubscriptions:
-        """Wrap the stream of the functions' Powertools logger (service ``rtrec``) once."""
+    def install(self, logger_names: Sequence[str] = ("rtrec",), passthrough: bool = True) -> LogSubscriptions:
+        """Wrap the stream of the functions' Powertools logger (service ``rtrec``) once.
+
+        ``passthrough=False`` keeps the lines off the console (an evaluation's thousands of answers).
+        """
         if not self.subscriptions:
             return self
         for name in logger_names:
             for handler in logging.getLogger(name).handlers:
                 if isinstance(handler, logging.StreamHandler) and not isinstance(handler.stream, _Tee):
                     self._wrapped.append((handler, handler.stream))
-                    handler.setStream(_Tee(handler.stream, self._observe))
+                    handler.setStream(_Tee(handler.stream, self._observe, passthrough))
         return self
 
     def _observe(self, text: str) -> None:

@@ -140,3 +140,16 @@ def test_store_trouble_makes_the_delivery_retry(service, monkeypatch):
     assert ingest.invoke(awslogs_event([line, line])) == {"impressions": 2}  # the retry, twice over
     assert len(UserState.from_item(service.table.items[user]).shown) == 10
     service.deliver_logs()
+
+
+def test_an_impression_arriving_after_delete_me_does_not_bring_the_user_back(service):
+    user = f"erased-{uuid.uuid4().hex[:6]}"
+    ingest_ratings(service, user, ["50"])
+    assert get(service, user)[0] == 200
+    service.deliver_logs()
+    assert UserState.from_item(service.table.items[user]).shown.size == 10  # the shown list is in the item
+    assert get(service, user)[0] == 200  # a second answer, its impression still on the way
+    status, _ = service.http("DELETE", "/v1/me", user)
+    assert status == 204 and user not in service.table.items  # the whole item, shown list included
+    service.deliver_logs()
+    assert user not in service.table.items  # the late impression did not create a state

@@ -35,7 +35,10 @@ from rtrec.rotation import SHOWN_CAPACITY, SHOWN_DTYPE, SHOWN_HORIZON_S, ShownLi
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-RECENT_LIMIT = SEQUENCE_LENGTH
+# The model reads the newest SEQUENCE_LENGTH steps; a few more are kept so that a paged list can
+# rebuild the history its first page read after new events pushed the oldest out (rtrec.paging).
+RECENT_MARGIN = 14
+RECENT_LIMIT = SEQUENCE_LENGTH + RECENT_MARGIN
 INTEREST_HALF_LIFE_MS = 7 * 24 * 3600 * 1000
 DEFAULT_TTL_SECONDS = 180 * 24 * 3600
 # Client re-sends (a lost 202, an SDK retry of PutRecords) carry the same event id under a new
