@@ -298,3 +298,27 @@ def test_one_users_failure_never_drops_anothers_impressions():
     again = ingestor.process_impressions(lines)  # Lambda's retry: only what is missing is added
     assert again.shown_added == 4 and again.duplicates == 2 and not again.retry
     assert len(store.states["ok"].shown) == 2
+
+
+# ---------- settings ----------
+
+BASE_ENV = {"USER_STATE_TABLE": "t", "MODEL_DIR": "/opt/model"}
+
+
+def test_rotation_and_paging_settings_default_to_recombees_and_are_bounded():
+    from rtrec.settings import RecommendSettings, SettingsError
+
+    defaults = RecommendSettings.from_env(BASE_ENV)
+    assert (defaults.rotation_rate, defaults.rotation_time_s, defaults.paging_window_s) == (0.1, 7200, 1800)
+    off = RecommendSettings.from_env({**BASE_ENV, "ROTATION_RATE": "0"})
+    assert not RotationPolicy(off.rotation_rate, off.rotation_time_s).enabled
+    for name, value in [
+        ("ROTATION_RATE", "1.5"),
+        ("ROTATION_RATE", "-0.1"),
+        ("ROTATION_TIME_SECONDS", "30"),
+        ("ROTATION_TIME_SECONDS", str(SHOWN_HORIZON_S + 1)),  # the shown list keeps a day
+        ("PAGING_WINDOW_SECONDS", "0"),
+        ("PAGING_WINDOW_SECONDS", "90000"),
+    ]:
+        with pytest.raises(SettingsError, match=name):
+            RecommendSettings.from_env({**BASE_ENV, name: value})
