@@ -227,8 +227,8 @@ def get_recommendations():
     if request.after is not None:
         try:
             paging.check_cursor(request.after, now_ms, settings.paging_window_s)
-        except paging.InvalidCursor as error:
-            raise RequestError(400, "invalid request", [f"query.after: {error}"]) from None
+        except paging.InvalidCursor as error:  # a well-formed id that no page continues: nothing found
+            raise RequestError(404, "no such page", [f"query.after: {error}"]) from None
     _follow_catalog()
     state, read_failure = _read_state(user_id)
     if request.after is not None:

@@ -210,7 +210,8 @@ def get_recommendations(
                 "The `recommendation_id` of the previous page: the answer is the next page of that list, "
                 "without any item an earlier page showed. Send the same `k` and filters as the first page. "
                 f"Pages continue for 30 minutes (PAGING_WINDOW_SECONDS) after the first, up to {MAX_PAGES} "
-                "pages; an expired, unknown or last-page id is a 400 (ask again without `after`)."
+                "pages: an expired or last-page id is a 404, a value of another form a 400 (ask again "
+                "without `after`)."
             ),
         ),
     ] = None,
@@ -247,7 +248,15 @@ _BODY_ERRORS = {413: _error("Body larger than 64 KiB"), 415: _error("Body is not
 _UNAVAILABLE = {503: _error("Nothing was done; retry (see Retry-After)")}
 
 ROUTES: dict[tuple[str, str], tuple[Any, dict[int, dict[str, Any]]]] = {
-    ("GET", "/v1/recommendations"): (get_recommendations, _responses(RecommendationsResponse)),
+    ("GET", "/v1/recommendations"): (
+        get_recommendations,
+        {
+            **_responses(RecommendationsResponse),
+            404: _error(
+                "`after` names a list that has expired, its last page, or a time ahead of the service's"
+            ),
+        },
+    ),
     ("POST", "/v1/recommendations/rank"): (rank_items, {**_responses(RankResponse), **_BODY_ERRORS}),
     ("GET", "/v1/interests"): (get_interests, _responses(InterestsResponse)),
     ("GET", "/v1/items/<item_id>/similar"): (

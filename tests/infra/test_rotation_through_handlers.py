@@ -95,19 +95,20 @@ def test_pages_through_the_api_never_repeat_even_after_a_new_event(service):
 
 
 @pytest.mark.parametrize(
-    ("after", "reason"),
+    ("after", "status", "reason"),
     [
-        ("not-an-id", "must be the recommendation_id"),
-        (uuid.uuid4().hex, "must be the recommendation_id"),
-        (new_root(int(time.time() * 1000) - 31 * 60 * 1000), "expired"),
-        (new_root(int(time.time() * 1000) + 60 * 60 * 1000), "future"),
-        (page_id(new_root(int(time.time() * 1000)), MAX_PAGES), "last page"),
+        ("not-an-id", 400, "must be the recommendation_id"),
+        (uuid.uuid4().hex, 400, "must be the recommendation_id"),
+        (new_root(int(time.time() * 1000) - 31 * 60 * 1000), 404, "expired"),
+        (new_root(int(time.time() * 1000) + 60 * 60 * 1000), 404, "future"),
+        (page_id(new_root(int(time.time() * 1000)), MAX_PAGES), 404, "last page"),
     ],
 )
-def test_bad_after_values_are_a_400_in_the_one_error_shape(service, after, reason):
-    status, body = get(service, "pager", f"k=10&after={after}")
-    assert status == 400
-    assert body["message"] == "invalid request" and reason in body["errors"][0]
+def test_bad_after_values_are_a_4xx_in_the_one_error_shape(service, after, status, reason):
+    answered, body = get(service, "pager", f"k=10&after={after}")
+    assert answered == status
+    assert body["message"] == ("invalid request" if status == 400 else "no such page")
+    assert reason in body["errors"][0]
     assert body["errors"][0].startswith("query.after: ")
 
 
