@@ -322,3 +322,20 @@ def test_rotation_and_paging_settings_default_to_recombees_and_are_bounded():
     ]:
         with pytest.raises(SettingsError, match=name):
             RecommendSettings.from_env({**BASE_ENV, name: value})
+
+
+@pytest.mark.parametrize("wire", ["client", "table"])
+def test_the_shown_list_round_trips_through_dynamodb(wire, user_state_table):
+    import boto3
+
+    from rtrec.stores.user_state import UserStateStore
+
+    if wire == "client":  # the Lambdas' low-level client
+        store = UserStateStore.from_client(boto3.client("dynamodb"), user_state_table.name)
+    else:
+        store = UserStateStore(user_state_table)
+    store.put(user_with_history())
+    written = fold_shown(store.get("u1"), [shown(["7", "8"])], NOW).state
+    store.put(written)  # conditional on the version read
+    loaded = store.get("u1")
+    assert loaded.shown.tolist() == written.shown.tolist() and loaded.version == 2
