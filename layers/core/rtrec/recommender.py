@@ -236,7 +236,9 @@ class Recommender:
                 self._popular(mask, rules, source, state, weights), source, degraded, self._failure(degraded)
             )
         if self.config.popular_only:
-            return Outcome(self._popular(mask, rules, ranking.REASON_POPULAR), SOURCE_POPULAR)
+            return Outcome(
+                self._popular(mask, rules, ranking.REASON_POPULAR, weights=weights), SOURCE_POPULAR
+            )
         if self.scorer is None:
             return Outcome(
                 self._popular(mask, rules, ranking.REASON_POPULAR, weights=weights),
@@ -261,21 +263,34 @@ class Recommender:
                 True,
                 f"model call failed: {type(error).__name__}: {error}",
             )
+        picks = self._model_picks(indices, scores, mask, rules, rng, weights)
+        return Outcome(picks, SOURCE_MODEL, candidates_scored=int(indices.size))
+
+    def _model_picks(
+        self,
+        indices: NDArray[np.int64],
+        scores: NDArray[np.float32],
+        mask: NDArray[np.bool_],
+        rules: RankingRules,
+        rng: np.random.Generator,
+        weights: NDArray[np.float64] | None,
+    ) -> list[Pick]:
+        """The ranking rules over the retrieved candidates (rotation's ``weights`` applied), topped up."""
+        assert self.catalog is not None
         keep = mask[indices]  # the contract promises this already; the rules must hold regardless
         kept_scores, kept_weights = scores[keep], None
         if weights is not None:  # logits: a multiplier on the item's probability adds its log
             kept_weights = weights[indices[keep]]
             kept_scores = (kept_scores + log_multipliers(kept_weights)).astype(np.float32)
         picks = ranking.rank_candidates(
-            indices[keep], kept_scores, catalog.category_ids, rules, rng, item_weights=kept_weights
+            indices[keep], kept_scores, self.catalog.category_ids, rules, rng, item_weights=kept_weights
         )
-        if len(picks) < k:
+        if len(picks) < rules.k:
             remaining = mask.copy()
             remaining[[p.index for p in picks]] = False
-            picks = ranking.top_up(
-                picks, self._popular(remaining, rules, ranking.REASON_POPULAR, weights=weights), k
-            )
-        return Outcome(picks, SOURCE_MODEL, candidates_scored=int(indices.size))
+            fallback = self._popular(remaining, rules, ranking.REASON_POPULAR, weights=weights)
+            picks = ranking.top_up(picks, fallback, rules.k)
+        return picks
 
     def similar(self, item_id: str, k: int, item_filter: ItemFilter | None = None) -> Outcome | None:
         """Items like ``item_id`` by cosine of the model's item vectors; None when the item is unknown.
