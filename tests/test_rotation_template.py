@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rtrec.impressions import FILTER_PATTERN
 from tests.test_template import of_type, translate
 
 
@@ -13,7 +14,7 @@ def test_a_subscription_filter_sends_impression_lines_to_the_ingest_alias():
         if r["Properties"]["DestinationArn"] == {"Ref": "IngestFunctionAliaslive"}
     ]
     assert subscription["Properties"]["LogGroupName"] == {"Ref": "RecommendLogGroup"}
-    assert subscription["Properties"]["FilterPattern"] == '{ $.message = "impression" }'
+    assert subscription["Properties"]["FilterPattern"] == FILTER_PATTERN  # the lines rtrec.impressions writes
     (permission,) = [
         r
         for r in of_type(resources, "AWS::Lambda::Permission").values()

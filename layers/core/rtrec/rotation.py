@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rtrec.events import MAX_ID_LENGTH, InvalidEvent, check_text, validate_user_id
+from rtrec.impressions import KIND
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -150,7 +151,7 @@ def parse_impression_line(message: str) -> ShownList | None:
         line = json.loads(message)
     except (ValueError, RecursionError) as error:
         raise InvalidImpression(f"not JSON: {type(error).__name__}") from None
-    if not isinstance(line, dict) or line.get("kind") != "impression":
+    if not isinstance(line, dict) or line.get("kind") != KIND:
         return None
     if line.get("route") != ROTATED_ROUTE:
         return None
