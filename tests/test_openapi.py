@@ -35,5 +35,5 @@ def test_the_document_is_valid_openapi_and_covers_every_route():
                 r["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse") for r in errors
             )
     parameters = SPEC["paths"]["/v1/recommendations"]["get"]["parameters"]
-    assert {p["name"] for p in parameters} == {"k", "genre", "category", "filter", "exclude"}
+    assert {p["name"] for p in parameters} == {"k", "genre", "category", "filter", "exclude", "after"}
     assert not any(p["name"] in {"user", "user_id", "sub"} for p in parameters)

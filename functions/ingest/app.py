@@ -3,6 +3,10 @@
 The batch algorithm (grouping by user, one conditional write per user, poison versus transient,
 dead letters, the deadline) lives in the core with its own tests. The answer has the
 ReportBatchItemFailures shape, read by the event source mapping.
+
+The same function receives the recommend function's impression log lines from a CloudWatch Logs
+subscription (``{"awslogs": ...}``, invoked asynchronously) and folds them into the users' shown
+lists (rotation, ``rtrec.rotation``) with the same store and version lock.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from rtrec.features import Catalog
-from rtrec.ingest import BatchIngestor, IngestPolicy, kinesis_records
+from rtrec.ingest import BatchIngestor, IngestPolicy, InvalidLogPayload, kinesis_records, log_events
 from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher, watch_registry
 from rtrec.settings import IngestSettings, ModelRegistrySettings
 from rtrec.stores.clients import aws_client
@@ -116,12 +120,59 @@ ingestor = build_ingestor(settings)
 model_updates = follow_registry(settings.registry, settings.model_dir)
 
 
+class ImpressionsNotWritten(RuntimeError):
+    """Some users' shown items hit transient store trouble: Lambda retries the (idempotent) delivery."""
+
+
+def fold_impressions(event: dict[str, Any]) -> dict[str, Any]:
+    """A CloudWatch Logs delivery of impression lines: fold them, or say why the payload is unusable.
+
+    A payload that does not decode is logged and dropped (raising would only have Lambda retry the
+    same bytes); transient store trouble raises after every other user was written, so Lambda's
+    asynchronous retry delivers the batch again and the idempotent fold adds only what is missing.
+    """
+    try:
+        lines = log_events(event)
+    except InvalidLogPayload as error:
+        logger.error("impression delivery dropped", extra={"error": str(error)})
+        metrics.add_metric(name="ImpressionPayloadsInvalid", unit=MetricUnit.Count, value=1)
+        return {"impressions": 0}
+    outcome = ingestor.process_impressions(lines)
+    for name, value in (
+        ("ImpressionsFolded", outcome.impressions),
+        ("ImpressionsInvalid", outcome.invalid),
+        ("ShownItemsAdded", outcome.shown_added),
+        ("ShownUsersFailed", outcome.users_failed + outcome.users_refused),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    logger.info(
+        "impressions done",
+        extra={
+            "lines": outcome.lines,
+            "impressions": outcome.impressions,
+            "invalid": outcome.invalid,
+            "shown_added": outcome.shown_added,
+            "duplicates": outcome.duplicates,
+            "users_written": outcome.users_written,
+            "users_without_state": outcome.users_without_state,
+            "users_failed": outcome.users_failed,
+            "users_refused": outcome.users_refused,
+        },
+    )
+    if outcome.retry:
+        raise ImpressionsNotWritten(f"{outcome.users_failed} users' shown items not written; retrying")
+    return {"impressions": outcome.impressions}
+
+
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Lambda entry point for the Kinesis event source mapping (ReportBatchItemFailures on)."""
+    """Lambda entry point: the Kinesis event source mapping (ReportBatchItemFailures on), and the
+    CloudWatch Logs subscription on the recommend function's impression lines."""
     follow_model()
+    if "awslogs" in event:
+        return fold_impressions(event)
     records = kinesis_records(event)
     if event.get("Records"):
         logger.set_correlation_id(event["Records"][0].get("eventID"))

@@ -21,18 +21,16 @@ gc.disable()
 import copy
 import json
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from rtrec import api_requests
+from rtrec import api_requests, paging
 from rtrec.experiments import MAX_VARIANTS, Assignment, configured, watch_experiments
 from rtrec.http import (
     NO_STORE,
@@ -48,6 +46,7 @@ from rtrec.live_catalog import LiveCatalog
 from rtrec.ranking import Pick
 from rtrec.recommender import Outcome, Recommender, RecommenderConfig
 from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher, watch_registry
+from rtrec.rotation import RotationPolicy
 from rtrec.settings import ModelRegistrySettings, RecommendSettings
 from rtrec.stores.catalog import CatalogStore
 from rtrec.stores.clients import aws_client
@@ -88,6 +87,8 @@ config = RecommenderConfig(
     promotion_share=settings.promotion_share,
     promotion_filter=settings.promotion_filter,
 )
+# Recently shown items rotate down (rtrec.rotation); ROTATION_RATE 0 turns it off.
+rotation = RotationPolicy(rate=settings.rotation_rate, time_s=settings.rotation_time_s)
 # The layer's model: the bootstrap, and what answers whenever the registry has nothing better.
 recommender = Recommender.from_model_dir(settings.model_dir, config)
 
@@ -193,7 +194,7 @@ def follow_model() -> None:
 def renew_after_restore() -> None:
     """SnapStart: every restored copy shares what init made; give each its own connections.
 
-    Recommendation ids and exploration seeds come from uuid4 (the OS's randomness) per request, so
+    Recommendation ids and exploration seeds come from os.urandom (rtrec.paging) per request, so
     nothing else made at init must differ between copies.
     """
     global user_states, model_updates, experiments
@@ -217,21 +218,36 @@ traced = tracer.capture_method(capture_response=False)
 )
 @traced
 def get_recommendations():
-    """Top-k unseen items for the caller: model retrieval + ranking, then the ranking rules."""
+    """Top-k unseen items for the caller: model retrieval + ranking, then the ranking rules.
+
+    With `after` (an earlier page's recommendation_id), the next page of that list: nothing it showed.
+    """
     user_id = _caller()
     request = api_requests.recommendations(app.current_event.query_string_parameters, _CATEGORY_BY_LOWER)
-    recommendation_id = _new_recommendation_id()
-    rng = np.random.default_rng(uuid.UUID(recommendation_id).int)
+    now_ms = int(time.time() * 1000)
+    if request.after is not None:
+        try:
+            paging.check_cursor(request.after, now_ms, settings.paging_window_s)
+        except paging.InvalidCursor as error:  # a well-formed id that no page continues: nothing found
+            raise RequestError(404, "no such page", [f"query.after: {error}"]) from None
     _follow_catalog()
     state, read_failure = _read_state(user_id)
+    if request.after is not None:
+        root, page = request.after.root, request.after.page + 1
+        recommendation_id = paging.page_id(root, page)
+        logger.append_keys(recommendation_id=recommendation_id)
+    else:  # the id records the state this answer read, so later pages can start from the same one
+        recommendation_id = root = _new_recommendation_id(now_ms, paging.snapshot_marker(state, now_ms))
+        page = 1
     serving, assignment = _serving(user_id)
-    outcome = serving.recommend(
+    outcome = paging.recommend_page(
+        serving,
         state,
-        request.k,
-        rng,
-        filter_genres=request.genres,
-        exclude_item_ids=request.exclude,
-        item_filter=request.item_filter,
+        paging.PageRequest(request.k, request.genres, request.exclude, request.item_filter),
+        root,
+        page,
+        now_ms,
+        rotation,
     )
     _observe("recommendations", outcome, read_failure)
     return _ranked_answer(user_id, recommendation_id, outcome, read_failure, assignment)
@@ -383,9 +399,9 @@ def _observe(route: str, outcome: Outcome, read_failure: bool) -> None:
     )
 
 
-def _new_recommendation_id() -> str:
-    """A fresh id for this answer, also put on every log line of the request."""
-    recommendation_id = uuid.uuid4().hex
+def _new_recommendation_id(now_ms: int | None = None, marker: int = 0) -> str:
+    """A fresh id for this answer (time-ordered and random: rtrec.paging), also on the request's log lines."""
+    recommendation_id = paging.new_root(int(time.time() * 1000) if now_ms is None else now_ms, marker)
     logger.append_keys(recommendation_id=recommendation_id)
     return recommendation_id
 

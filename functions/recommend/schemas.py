@@ -31,6 +31,7 @@ from rtrec.events import (
 )
 from rtrec.features import EVENT_TYPES
 from rtrec.http import id_list_pattern
+from rtrec.paging import AFTER_PATTERN, MAX_PAGES
 from rtrec.ranking import REASONS
 
 # What rtrec.events.check_text accepts: no control characters, not blank.
@@ -52,7 +53,10 @@ class ScoredItem(BaseModel):
 
 class RecommendationsResponse(BaseModel):
     recommendation_id: str = Field(
-        description="Echo it as `recommendation_id` in events caused by this list."
+        description=(
+            "Echo it as `recommendation_id` in events caused by this list; pass it as `after` "
+            "(GET /v1/recommendations) for the next page."
+        )
     )
     model_version: str | None
     degraded: bool = Field(description="True when the model was unavailable and popularity answered.")
@@ -198,6 +202,20 @@ def get_recommendations(
             description="Comma-separated item ids to leave out.",
         ),
     ] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_ID_LENGTH,
+            pattern=AFTER_PATTERN,
+            description=(
+                "The `recommendation_id` of the previous page: the answer is the next page of that list, "
+                "without any item an earlier page showed. Send the same `k` and filters as the first page. "
+                f"Pages continue for 30 minutes (PAGING_WINDOW_SECONDS) after the first, up to {MAX_PAGES} "
+                "pages: an expired or last-page id is a 404, a value of another form a 400 (ask again "
+                "without `after`)."
+            ),
+        ),
+    ] = None,
 ):
     """GET /v1/recommendations (documentation only)."""
 
@@ -231,7 +249,15 @@ _BODY_ERRORS = {413: _error("Body larger than 64 KiB"), 415: _error("Body is not
 _UNAVAILABLE = {503: _error("Nothing was done; retry (see Retry-After)")}
 
 ROUTES: dict[tuple[str, str], tuple[Any, dict[int, dict[str, Any]]]] = {
-    ("GET", "/v1/recommendations"): (get_recommendations, _responses(RecommendationsResponse)),
+    ("GET", "/v1/recommendations"): (
+        get_recommendations,
+        {
+            **_responses(RecommendationsResponse),
+            404: _error(
+                "`after` names a list that has expired, its last page, or a time ahead of the service's"
+            ),
+        },
+    ),
     ("POST", "/v1/recommendations/rank"): (rank_items, {**_responses(RankResponse), **_BODY_ERRORS}),
     ("GET", "/v1/interests"): (get_interests, _responses(InterestsResponse)),
     ("GET", "/v1/items/<item_id>/similar"): (

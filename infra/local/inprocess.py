@@ -20,6 +20,7 @@ from moto import mock_aws
 from infra.local.archive import LocalArchive, attach_impression_sink, subscribed_functions
 from infra.local.aws import KinesisSource
 from infra.local.http_api import build_http_event
+from infra.local.log_subscriptions import LogSubscriptions
 from infra.local.poller import kinesis_event_record
 from infra.local.runtime import FunctionHost, LocalFunction
 from infra.local.template import Template
@@ -70,6 +71,7 @@ class InProcessService:
                     sink = attach_impression_sink(self.functions[function_id].module, self.archive, 200)
                     if sink is not None:
                         self.impression_sinks.append(sink)
+        self.log_subscriptions = LogSubscriptions(self.template.document, self.functions).install()
         return self
 
     def flush_impressions(self) -> None:
@@ -79,6 +81,8 @@ class InProcessService:
 
     def __exit__(self, *exc: object) -> None:
         self.flush_impressions()
+        if getattr(self, "log_subscriptions", None) is not None:
+            self.log_subscriptions.stop()
         self.host.stop()
         self._mock.stop()
 
@@ -120,6 +124,10 @@ class InProcessService:
         if isinstance(result, dict) and "statusCode" in result:
             return int(result["statusCode"]), json.loads(result.get("body") or "null")
         return 200, result
+
+    def deliver_logs(self) -> int:
+        """Deliver the log lines the template's log subscriptions select so far (impressions -> ingest)."""
+        return self.log_subscriptions.flush()
 
     def ingest(self, records: Iterable[tuple[str, bytes]]) -> dict:
         """Invoke the stream function with one Kinesis batch of (partition key, data) records."""

@@ -22,6 +22,7 @@ from infra.local.archive import LocalArchive, archived_streams, attach_impressio
 from infra.local.auth import LocalIdentityProvider
 from infra.local.aws import MotoServer
 from infra.local.http_api import BoundRoute, LocalHttpApi, PageHandler
+from infra.local.log_subscriptions import LogSubscriptions
 from infra.local.poller import KinesisPoller, sqs_destination
 from infra.local.registry import RegistryNames, create_registry, registry_names
 from infra.local.runtime import FunctionHost, LocalFunction
@@ -100,6 +101,9 @@ class LocalStack:
         self._started.append(self.functions_host)
         self.functions_host.start(endpoint)
         deployment = self.functions_host.deployment
+        # Log subscriptions (impression lines -> the ingest function's shown-item fold), delivered in batches.
+        subscriptions = LogSubscriptions(self.template.document, self.functions).install().start()
+        self._started.append(subscriptions)
         resolver = Resolver(self.template, deployment.attribute, self.region)
         self._create_model_registry()
 

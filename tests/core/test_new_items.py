@@ -314,3 +314,19 @@ def test_rank_candidates_prefers_new_items_for_the_exploration_slot():
     assert len(quiet) == 10
     none = ranking.rank_candidates(indices, scores, genre_ids, rules, rng, random_exploration=False)
     assert [p.index for p in none] == list(range(1, 11))
+
+
+def test_a_shown_new_item_is_rotated_like_a_model_item(shop, scorer):
+    """Rotation's multipliers cover the new items too: the new item shown a moment ago gives way."""
+    from rtrec.rotation import Demotion
+
+    recommender, feed = shop
+    feed.put(*(CatalogItem(f"new-{n}", ("Drama",)) for n in range(3)))
+    recommender.live.refresh()
+    first = [i for i, reason in recommend(recommender, fan(scorer)) if reason == "new_item"]
+    assert len(first) == 1
+    shown = np.array([item_key(first[0])], dtype="<u4")
+    demoted = Demotion(shown, np.array([1e-6]))
+    again = recommend(recommender, fan(scorer), demotion=demoted)
+    fresh = [i for i, reason in again if reason == "new_item"]
+    assert len(again) == 10 and fresh and fresh[0] != first[0]

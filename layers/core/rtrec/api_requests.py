@@ -15,6 +15,7 @@ from typing import Any
 from rtrec.catalog import MAX_CATEGORY_LENGTH, MAX_FILTER_LENGTH, InvalidFilter, ItemFilter, parse_filter
 from rtrec.events import MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST, MAX_ID_LENGTH, InvalidEvent, check_text
 from rtrec.http import RequestError, id_list, json_body, query
+from rtrec.paging import Cursor, InvalidCursor, parse_cursor
 
 MAX_K = 100
 MAX_LIST_ITEMS = 500
@@ -29,6 +30,7 @@ _RECOMMENDATIONS_QUERY = {
     "category": MAX_CATEGORY_PARAMETER,
     "filter": MAX_FILTER_LENGTH,
     "exclude": MAX_EXCLUDE_PARAMETER,
+    "after": MAX_ID_LENGTH,
 }
 _SIMILAR_QUERY = {"k": 8, "category": MAX_CATEGORY_PARAMETER, "filter": MAX_FILTER_LENGTH}
 
@@ -41,6 +43,8 @@ class RecommendationsRequest:
     genres: tuple[str, ...]
     item_filter: ItemFilter
     exclude: tuple[str, ...]
+    # The page before this one (its recommendation_id): None asks for a first page.
+    after: Cursor | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ def no_parameters(parameters: Mapping[str, str] | None) -> None:
 def recommendations(
     parameters: Mapping[str, str] | None, category_by_lower: Mapping[str, str]
 ) -> RecommendationsRequest:
-    """`k`, `category` (or its older name `genre`, any case), `filter` and `exclude`."""
+    """`k`, `category` (or its older name `genre`, any case), `filter`, `exclude` and `after`."""
     values = query(parameters, set(_RECOMMENDATIONS_QUERY), _RECOMMENDATIONS_QUERY)
     genres = tuple(
         dict.fromkeys(
@@ -73,7 +77,18 @@ def recommendations(
         genres=genres,
         item_filter=item_filter(values.get("category"), values.get("filter"), genres),
         exclude=tuple(id_list("exclude", values.get("exclude"), MAX_ID_LENGTH)),
+        after=after_cursor(values.get("after")),
     )
+
+
+def after_cursor(raw: str | None) -> Cursor | None:
+    """`after`: the recommendation_id of the page to continue (its format; the handler checks its age)."""
+    if raw is None:
+        return None
+    try:
+        return parse_cursor(raw)
+    except InvalidCursor as error:
+        raise RequestError(400, "invalid request", [f"query.after: {error}"]) from None
 
 
 def similar(item_id: str, parameters: Mapping[str, str] | None) -> SimilarRequest:

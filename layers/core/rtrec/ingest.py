@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import random
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,13 +35,16 @@ from typing import Any, Protocol
 
 from rtrec.events import Event, InvalidEvent, parse_stream_record
 from rtrec.features import Catalog
+from rtrec.rotation import InvalidImpression, ShownList, parse_impression_line
 from rtrec.state import (
     DEFAULT_DEDUPE_HORIZON_MS,
     DEFAULT_TTL_SECONDS,
     FoldResult,
+    ShownFoldResult,
     StreamPosition,
     UserState,
     fold,
+    fold_shown,
 )
 from rtrec.stores.dead_letters import DeadLetter
 from rtrec.stores.errors import StoreError, StoreUnavailable
@@ -100,6 +105,67 @@ def kinesis_records(event: Mapping[str, Any]) -> list[KinesisRecord]:
             )
         )
     return records
+
+
+class InvalidLogPayload(ValueError):
+    """A CloudWatch Logs delivery that does not decode (base64, gzip, JSON); the message says why."""
+
+
+# A delivery is at most 1 MB of compressed log events (the subscription's limit): far below this.
+_MAX_LOG_PAYLOAD_BYTES = 64 * 1024 * 1024
+
+
+def log_events(event: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The ``(id, message)`` log events of a CloudWatch Logs subscription delivery to Lambda.
+
+    The payload is ``{"awslogs": {"data": base64(gzip(JSON))}}``; a ``CONTROL_MESSAGE`` (sent once
+    when the subscription is created) has no events. Raises InvalidLogPayload when it does not decode.
+    """
+    try:
+        data = base64.b64decode(str((event.get("awslogs") or {}).get("data") or ""), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidLogPayload("awslogs.data is not valid base64") from None
+    try:
+        decompressor = zlib.decompressobj(wbits=31)  # gzip, bounded: a small payload can expand a lot
+        text = decompressor.decompress(data, _MAX_LOG_PAYLOAD_BYTES)
+        complete = not decompressor.unconsumed_tail
+        payload = json.loads(text) if complete else None
+    except (zlib.error, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise InvalidLogPayload(f"awslogs.data is not gzip-compressed JSON: {type(error).__name__}") from None
+    if not complete:
+        raise InvalidLogPayload("awslogs.data expands past the limit")
+    if not isinstance(payload, dict):
+        raise InvalidLogPayload("awslogs.data is not a JSON object")
+    if payload.get("messageType") == "CONTROL_MESSAGE":
+        return []
+    entries = payload.get("logEvents")
+    if not isinstance(entries, list):
+        raise InvalidLogPayload("logEvents is missing")
+    return [
+        (str(entry.get("id", "")), entry["message"])
+        for entry in entries
+        if isinstance(entry, dict) and isinstance(entry.get("message"), str)
+    ]
+
+
+@dataclass
+class ImpressionOutcome:
+    """What one delivery of impression lines did."""
+
+    lines: int = 0
+    impressions: int = 0
+    invalid: int = 0  # lines that are impressions but break the contract: logged, skipped
+    shown_added: int = 0
+    duplicates: int = 0  # entries already in the state (a redelivery)
+    users_written: int = 0
+    users_without_state: int = 0  # no state item: an impression never creates one
+    users_failed: int = 0  # transient store trouble: the delivery should be retried
+    users_refused: int = 0  # a deterministic failure: logged, the user's impressions skipped
+
+    @property
+    def retry(self) -> bool:
+        """Whether the delivery should come again (the fold is idempotent: a retry counts nothing twice)."""
+        return self.users_failed > 0
 
 
 @dataclass(frozen=True)
@@ -224,6 +290,78 @@ class BatchIngestor:
 
         outcome.failures = sorted(failed, key=order.__getitem__)
         return outcome
+
+    def process_impressions(self, lines: Sequence[tuple[str, str]]) -> ImpressionOutcome:
+        """Fold the recommend function's impression log lines into the users' shown lists.
+
+        One read and at most one conditional write per user, with the same version lock as the event
+        fold. A line that is not an impression is ignored; a broken one is logged and skipped; one
+        user's failure never drops another's impressions. Never raises: ``retry`` says whether the
+        delivery should be retried.
+        """
+        outcome = ImpressionOutcome(lines=len(lines))
+        by_user: dict[str, list[ShownList]] = {}
+        for line_id, message in lines:
+            try:
+                shown = parse_impression_line(message)
+            except InvalidImpression as error:
+                outcome.invalid += 1
+                self.on_error("impression line skipped", error, {"log_event_id": line_id})
+                continue
+            if shown is not None:
+                outcome.impressions += 1
+                by_user.setdefault(shown.user_id, []).append(shown)
+        if not by_user:
+            return outcome
+        prefetched = self._prefetch(list(by_user))
+        workers = min(self.policy.write_concurrency, len(by_user))
+        jobs = list(by_user.items())
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(lambda job: self._shown_user(job[0], job[1], prefetched), jobs))
+        else:
+            results = [self._shown_user(user_id, shown, prefetched) for user_id, shown in jobs]
+        for result in results:
+            if isinstance(result, StoreUnavailable):
+                outcome.users_failed += 1
+            elif isinstance(result, BaseException):
+                outcome.users_refused += 1
+            elif result is None:
+                outcome.users_without_state += 1
+            else:
+                outcome.shown_added += result.added
+                outcome.duplicates += result.duplicates
+                outcome.users_written += int(result.changed)
+        return outcome
+
+    def _shown_user(
+        self, user_id: str, shown: list[ShownList], prefetched: dict[str, UserState | None] | None
+    ) -> ShownFoldResult | BaseException | None:
+        """Fold and write one user's impressions; the error instead of raising it."""
+        try:
+            for attempt in range(self.policy.max_write_attempts):
+                if attempt == 0 and prefetched is not None:
+                    state = prefetched.get(user_id)
+                else:
+                    state = self.store.get(user_id, consistent=True)
+                result = fold_shown(state, shown, self.clock_ms())
+                if result is None or not result.changed:
+                    return result
+                try:
+                    self.store.put(result.state)
+                    return result
+                except VersionConflict:
+                    if attempt + 1 < self.policy.max_write_attempts:
+                        self.sleep(self.policy.base_backoff_s * 2**attempt * (1 + random.random()))
+            raise WriteContention(f"version conflict on {self.policy.max_write_attempts} attempts")
+        except StoreUnavailable as error:
+            self.on_error(
+                "shown items not written; the delivery will be retried", error, {"impressions": len(shown)}
+            )
+            return error
+        except Exception as error:
+            self.on_error("shown items refused", error, {"impressions": len(shown)})
+            return error
 
     def apply_history(self, user_id: str, events: Sequence[Event]) -> FoldResult:
         """Fold one user's historical events (any dates, oldest first) with the same fold and write.
@@ -395,10 +533,13 @@ __all__ = [
     "BatchIngestor",
     "BatchOutcome",
     "DeadLetterSink",
+    "ImpressionOutcome",
     "IngestPolicy",
+    "InvalidLogPayload",
     "KinesisRecord",
     "StateStore",
     "StoreError",
     "WriteContention",
     "kinesis_records",
+    "log_events",
 ]

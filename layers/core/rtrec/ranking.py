@@ -151,6 +151,7 @@ def rank_candidates(
     new_items: Collection[int] = (),
     random_exploration: bool = True,
     new_item_slots: bool = True,
+    item_weights: NDArray[np.float64] | None = None,
 ) -> list[Pick]:
     """Turn model-scored candidates into the final list: diversified top plus exploration.
 
@@ -160,6 +161,8 @@ def rank_candidates(
     `new_item`: items the model never saw learn nothing unless shown; not when `new_item_slots` is
     False), and the rest, only when `random_exploration`, are drawn weighted by `uncertainty`.
     They are placed at evenly spaced positions so the first item is always the model's best.
+    `item_weights` (one per candidate, e.g. rotation's multipliers) also scale the exploration draw:
+    a demoted item's score lands mid-pool, where uncertainty alone would favour it.
 
     New items take exploitation slots only when the other candidates run out: their scores come
     from a stand-in vector, not calibrated against the model's own items (scored with them, they
@@ -199,6 +202,8 @@ def rank_candidates(
     slots = explore_slots - len(first) if random_exploration else 0
     if slots and pool.size:
         weights = uncertainty(ranked_scores[pool]) + 1e-6
+        if item_weights is not None:
+            weights = weights * item_weights[order][pool]
         drawn = rng.choice(pool, size=min(slots, len(pool)), replace=False, p=weights / weights.sum())
         explore += [Pick(int(ranked[p]), float(ranked_scores[p]), REASON_EXPLORE) for p in sorted(drawn)]
     gap = len(picks) // (len(explore) + 1) + 1
@@ -215,8 +220,12 @@ def popular(
     reason: str = REASON_POPULAR,
     genre_weights: NDArray[np.floating[Any]] | None = None,
     genre_matrix: NDArray[np.float32] | None = None,
+    item_weights: NDArray[np.float64] | None = None,
 ) -> list[Pick]:
     """The most popular allowed items, diversified like model picks; score = popularity / max.
+
+    `item_weights` (one per catalog index, e.g. rotation's multipliers) scale items' values after
+    the maximum is taken, so a demoted item's score says how much it was demoted.
 
     With `genre_weights` (a distribution over the categories, e.g. a user's decayed interests) and the
     catalog's `genre_matrix`, popularity is boosted toward the user's genres, which is how a
@@ -229,6 +238,8 @@ def popular(
         affinity = genre_matrix @ (genre_weights / genre_weights.sum())
         values *= _OFF_INTEREST_WEIGHT + affinity
     top = float(values.max()) or 1.0
+    if item_weights is not None:
+        values *= item_weights
     candidates = np.flatnonzero(mask)
     if candidates.size == 0:
         return []

@@ -8,7 +8,7 @@ popularity and marks the outcome degraded, so the API keeps serving.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,6 +19,7 @@ from rtrec import ranking
 from rtrec.catalog import ItemFilter
 from rtrec.features import PAD_INDEX, Catalog, HistoryStep, encode_history
 from rtrec.ranking import Pick, RankingRules
+from rtrec.rotation import Demotion, log_multipliers
 from rtrec.state import item_key
 
 if TYPE_CHECKING:
@@ -90,6 +91,16 @@ class NewItems:
     vectors: NDArray[np.float32]  # [E, D], rows in index order (index = model size + 1 + row)
     keys: NDArray[np.uint32]  # item_key per row, to drop the ones the user has seen
     category_ids: Sequence[Sequence[int]]  # per index 1.. (the model's items, then these), for the cap
+
+
+@dataclass(frozen=True)
+class ExplorationPlan:
+    """How one answer's exploration slots are filled (drawn per answer in ``_organic``)."""
+
+    new_items: Collection[int]  # indices of the new items among the candidates
+    random_exploration: bool  # this answer explores at random (the EXPLORATION_RATE share)
+    new_item_slots: bool  # this answer's exploration slots go to new items first
+    category_ids: Sequence[Sequence[int]]  # per index, the model's items then the new items
 
 
 @dataclass
@@ -165,9 +176,14 @@ class Recommender:
         filter_genres: Iterable[str] = (),
         exclude_item_ids: Iterable[str] = (),
         item_filter: ItemFilter | None = None,
+        *,
+        demotion: Demotion | None = None,
     ) -> Outcome:
-        """Top-k items for a user: available, unseen, filtered, diversified, explored and promoted."""
-        outcome = self._organic(state, k, rng, filter_genres, exclude_item_ids, item_filter)
+        """Top-k items for a user: available, unseen, filtered, diversified, explored and promoted.
+
+        ``demotion`` (rotation, ``rtrec.rotation``) multiplies recently shown items' scores.
+        """
+        outcome = self._organic(state, k, rng, filter_genres, exclude_item_ids, item_filter, demotion)
         if self.live is not None and self.config.promotion_share > 0 and self.catalog is not None:
             slots = int(k * self.config.promotion_share)
             if slots:
@@ -213,6 +229,7 @@ class Recommender:
         filter_genres: Iterable[str],
         exclude_item_ids: Iterable[str],
         item_filter: ItemFilter | None,
+        demotion: Demotion | None = None,
     ) -> Outcome:
         if self.catalog is None:
             return Outcome(source=SOURCE_POPULAR, degraded=True, failure=self.load_error)
@@ -236,6 +253,8 @@ class Recommender:
         )
         if state is not None and len(state.seen):
             mask &= ~np.isin(self._item_keys, state.seen)
+        # Rotation: a multiplier per catalog index, < 1 for items shown recently (rtrec.rotation).
+        weights = demotion.multipliers(self._item_keys) if demotion is not None and len(demotion) else None
         if self.live is not None:  # availability now, and the request's category and attribute filters
             mask &= self.live.mask(item_filter)[: len(catalog) + 1]
         items, signals = encode_history(history, catalog)
@@ -243,47 +262,84 @@ class Recommender:
         if new is not None:  # the items the model never saw join retrieval under the same rules
             fresh_mask = self._new_item_mask(new, state, blocked_ids, filter_genres, item_filter)
             mask = np.concatenate([mask, fresh_mask])
+            if weights is not None and demotion is not None:  # new items rotate like the model's
+                weights = np.concatenate([weights, demotion.multipliers(new.keys)])
 
         if state is None or not items.any():
             source = SOURCE_POPULAR if state is None else SOURCE_COLD_START
             degraded = self.scorer is None
             return Outcome(
-                self._popular(mask, rules, source, state), source, degraded, self._failure(degraded)
+                self._popular(mask, rules, source, state, weights), source, degraded, self._failure(degraded)
             )
         if self.config.popular_only:
-            return Outcome(self._popular(mask, rules, ranking.REASON_POPULAR), SOURCE_POPULAR)
+            return Outcome(
+                self._popular(mask, rules, ranking.REASON_POPULAR, weights=weights), SOURCE_POPULAR
+            )
         if self.scorer is None:
             return Outcome(
-                self._popular(mask, rules, ranking.REASON_POPULAR), SOURCE_POPULAR, True, self.load_error
+                self._popular(mask, rules, ranking.REASON_POPULAR, weights=weights),
+                SOURCE_POPULAR,
+                True,
+                self.load_error,
             )
 
         fresh = int(mask[len(catalog) + 1 :].sum())
+        # One new-item candidate per exploration slot, plus one per new item rotation pushes down (so a
+        # shown new item can give way to the next one).
+        rotated = 0 if weights is None else int((weights[len(catalog) + 1 :] < 1.0).sum())
+        wanted = rules.exploration_slots + rotated if fresh else 0
         try:
-            indices, scores = self._retrieve(items, signals, mask, k, rules.exploration_slots if fresh else 0)
+            indices, scores = self._retrieve(items, signals, mask, k, wanted)
         except Exception as error:
             return Outcome(
-                self._popular(mask, rules, ranking.REASON_POPULAR),
+                self._popular(mask, rules, ranking.REASON_POPULAR, weights=weights),
                 SOURCE_POPULAR,
                 True,
                 f"model call failed: {type(error).__name__}: {error}",
             )
-        keep = mask[indices]  # the contract promises this already; the rules must hold regardless
-        category_ids = catalog.category_ids if new is None else new.category_ids
-        picks = ranking.rank_candidates(
-            indices[keep],
-            scores[keep],
-            category_ids,
-            rules,
-            rng,
+        plan = ExplorationPlan(
             new_items=range(len(catalog) + 1, len(mask)) if fresh else (),
             random_exploration=random_exploration,
             new_item_slots=new_item_slots,
+            category_ids=catalog.category_ids if new is None else new.category_ids,
         )
-        if len(picks) < k:
+        picks = self._model_picks(indices, scores, mask, rules, rng, weights, plan)
+        return Outcome(picks, SOURCE_MODEL, candidates_scored=int(indices.size))
+
+    def _model_picks(
+        self,
+        indices: NDArray[np.int64],
+        scores: NDArray[np.float32],
+        mask: NDArray[np.bool_],
+        rules: RankingRules,
+        rng: np.random.Generator,
+        weights: NDArray[np.float64] | None,
+        plan: ExplorationPlan,
+    ) -> list[Pick]:
+        """The ranking rules over the retrieved candidates (rotation's ``weights`` applied), topped up."""
+        assert self.catalog is not None
+        keep = mask[indices]  # the contract promises this already; the rules must hold regardless
+        kept_scores, kept_weights = scores[keep], None
+        if weights is not None:  # logits: a multiplier on the item's probability adds its log
+            kept_weights = weights[indices[keep]]
+            kept_scores = (kept_scores + log_multipliers(kept_weights)).astype(np.float32)
+        picks = ranking.rank_candidates(
+            indices[keep],
+            kept_scores,
+            plan.category_ids,
+            rules,
+            rng,
+            new_items=plan.new_items,
+            random_exploration=plan.random_exploration,
+            new_item_slots=plan.new_item_slots,
+            item_weights=kept_weights,
+        )
+        if len(picks) < rules.k:
             remaining = mask.copy()
             remaining[[p.index for p in picks]] = False
-            picks = ranking.top_up(picks, self._popular(remaining, rules, ranking.REASON_POPULAR), k)
-        return Outcome(picks, SOURCE_MODEL, candidates_scored=int(indices.size))
+            fallback = self._popular(remaining, rules, ranking.REASON_POPULAR, weights=weights)
+            picks = ranking.top_up(picks, fallback, rules.k)
+        return picks
 
     def _retrieve(
         self, items: NDArray[Any], signals: NDArray[Any], mask: NDArray[np.bool_], k: int, new_items: int
@@ -476,7 +532,12 @@ class Recommender:
         )
 
     def _popular(
-        self, mask: NDArray[np.bool_], rules: RankingRules, reason: str, state: StateLike | None = None
+        self,
+        mask: NDArray[np.bool_],
+        rules: RankingRules,
+        reason: str,
+        state: StateLike | None = None,
+        weights: NDArray[np.float64] | None = None,
     ) -> list[Pick]:
         assert self.catalog is not None
         return ranking.popular(
@@ -487,6 +548,7 @@ class Recommender:
             reason=reason,
             genre_weights=_state_interests(state, self.catalog),
             genre_matrix=self._genre_matrix,
+            item_weights=None if weights is None else weights[: len(self.catalog) + 1],
         )
 
     def _failure(self, degraded: bool) -> str | None:

@@ -231,6 +231,11 @@ class RecommendSettings:
     # The running experiment (rtrec.experiments); None = no experiment parameter configured.
     experiments: ExperimentSettings | None = None
     new_item_rate: float = 1.0
+    # Rotation (rtrec.rotation): a shown item's penalty right after it was shown (0 = off) and how long
+    # until it has recovered; paging (rtrec.paging): how long after the first page `after` continues a list.
+    rotation_rate: float = 0.1
+    rotation_time_s: int = 7_200
+    paging_window_s: int = 1_800
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RecommendSettings:
@@ -262,6 +267,11 @@ class RecommendSettings:
             experiments=ExperimentSettings.from_env(env),
             # Share of answers whose exploration slot goes to a new item (one the model never saw).
             new_item_rate=env.number("NEW_ITEM_EXPLORATION_RATE", 1.0, 0.0, 1.0),
+            # Recombee's rotationRate / rotationTime defaults; the time and the window are bounded by the
+            # state's shown list, which keeps a day (rtrec.rotation.SHOWN_HORIZON_S).
+            rotation_rate=env.number("ROTATION_RATE", 0.1, 0.0, 1.0),
+            rotation_time_s=env.integer("ROTATION_TIME_SECONDS", 7_200, 60, 86_400),
+            paging_window_s=env.integer("PAGING_WINDOW_SECONDS", 1_800, 60, 86_400),
         )
 
 

@@ -30,11 +30,15 @@ import numpy as np
 
 from rtrec.events import Event
 from rtrec.features import SEQUENCE_LENGTH, Catalog, HistoryStep
+from rtrec.rotation import SHOWN_CAPACITY, SHOWN_DTYPE, SHOWN_HORIZON_S, ShownList, chain_key, empty_shown
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-RECENT_LIMIT = SEQUENCE_LENGTH
+# The model reads the newest SEQUENCE_LENGTH steps; a few more are kept so that a paged list can
+# rebuild the history its first page read after new events pushed the oldest out (rtrec.paging).
+RECENT_MARGIN = 14
+RECENT_LIMIT = SEQUENCE_LENGTH + RECENT_MARGIN
 INTEREST_HALF_LIFE_MS = 7 * 24 * 3600 * 1000
 DEFAULT_TTL_SECONDS = 180 * 24 * 3600
 # Client re-sends (a lost 202, an SDK retry of PutRecords) carry the same event id under a new
@@ -130,6 +134,9 @@ class UserState:
     shard_marks: dict[str, tuple[int, int]] = field(default_factory=dict)
     updated_at: int = 0
     expires_at: int = 0
+    # Items shown in recent answers and not interacted with since (rtrec.rotation.SHOWN_DTYPE entries,
+    # oldest first, at most SHOWN_CAPACITY, none older than SHOWN_HORIZON_S): what rotation pushes down.
+    shown: NDArray[Any] = field(default_factory=empty_shown)
 
     def history(self) -> list[HistoryStep]:
         """The recent interactions as feature-encoder steps, oldest first."""
@@ -186,6 +193,7 @@ class UserState:
             },
             updated_at=updated_at,
             expires_at=int(item.get("expires_at", 0)),
+            shown=_array(item.get("shown"), SHOWN_DTYPE),
         )
 
     def to_item(self) -> dict[str, Any]:
@@ -218,17 +226,20 @@ class UserState:
             "updated_at": self.updated_at,
             "expires_at": self.expires_at,
         }
+        if self.shown.size:
+            item["shown"] = self.shown.astype(SHOWN_DTYPE).tobytes()
         if not self.last_event_id:
             # DynamoDB accepts empty strings, but an absent attribute says "no event" more plainly.
             del item["last_event_id"]
         return item
 
 
-def _array(raw: Any, dtype: str) -> NDArray[Any]:
+def _array(raw: Any, dtype: str | np.dtype[Any]) -> NDArray[Any]:
     if raw is None:
         return np.zeros(0, dtype=dtype)
-    data = raw.value if hasattr(raw, "value") else raw  # boto3's Binary wraps the bytes
-    return np.frombuffer(bytes(data), dtype=dtype).copy()
+    data = bytes(raw.value if hasattr(raw, "value") else raw)  # boto3's Binary wraps the bytes
+    size = np.dtype(dtype).itemsize
+    return np.frombuffer(data[: len(data) - len(data) % size], dtype=dtype).copy()
 
 
 def storable_decimal(value: float) -> Decimal:
@@ -347,12 +358,71 @@ def _apply(
     fresh = items[~np.isin(items, new.seen)]
     if fresh.size:
         new.seen = np.concatenate([new.seen, fresh])[-SEEN_CAPACITY:]
+    # An item the user interacted with is in `seen` and never served again: its shown entries say
+    # nothing more (and fold_shown never adds entries for seen items, so the order of the folds is moot).
+    if new.shown.size:
+        new.shown = new.shown[~np.isin(new.shown["item"], items)]
     _add_interests(new, applied, catalog)
 
 
 # Time order, and arrival order for events that share a timestamp (insort puts a newcomer after its
 # equals): training reads a history in file order, so serving must not re-sort ties by event id.
 _interaction_key = operator.attrgetter("ts")
+
+
+@dataclass
+class ShownFoldResult:
+    """What folding impressions did: the new state, and how many entries it added or already held."""
+
+    state: UserState
+    added: int
+    duplicates: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added)
+
+
+def fold_shown(state: UserState | None, shown: Iterable[ShownList], now_ms: int) -> ShownFoldResult | None:
+    """Add the items of a user's impressions to their shown list; the input state is not modified.
+
+    None when there is no state: an impression never creates a user's item (a user who erased their
+    data must stay erased, and an answer to a user without events has nothing to rotate against).
+    Idempotent: an entry is (item, chain), so a redelivered impression adds nothing; items the user
+    already interacted with (``seen``) are skipped. The list keeps the newest SHOWN_CAPACITY entries
+    shown within SHOWN_HORIZON_S of ``now_ms``. The TTL is not refreshed (it follows the user's events).
+    """
+    if state is None:
+        return None
+    now_s = now_ms // 1000
+    horizon_s = now_s - SHOWN_HORIZON_S
+    current = state.shown[state.shown["at"] >= horizon_s] if state.shown.size else state.shown
+    known = set(zip(current["item"].tolist(), current["chain"].tolist(), strict=True))
+    added: list[tuple[int, int, int]] = []
+    duplicates = 0
+    for impression in shown:
+        if impression.user_id != state.user_id:
+            raise ValueError("impression belongs to another user")
+        at = min(now_s, max(0, impression.ts_ms // 1000))
+        if at < horizon_s:
+            continue
+        chain = chain_key(impression.recommendation_id)
+        keys = np.array([item_key(i) for i in impression.item_ids], dtype="<u4")
+        for key in keys[~np.isin(keys, state.seen)].tolist():
+            if (key, chain) in known:
+                duplicates += 1
+                continue
+            known.add((key, chain))
+            added.append((key, at, chain))
+    if not added:
+        return ShownFoldResult(state, 0, duplicates)
+    new = _copy(state)
+    merged = np.concatenate([current, np.array(added, dtype=SHOWN_DTYPE)])
+    merged = merged[np.argsort(merged["at"], kind="stable")]
+    new.shown = merged[-SHOWN_CAPACITY:]
+    new.version += 1
+    new.updated_at = now_ms
+    return ShownFoldResult(new, len(added), duplicates)
 
 
 def _copy(state: UserState) -> UserState:
