@@ -126,6 +126,10 @@ def float_artifact() -> tuple[Path, object, object]:
         layers.item_embedding.get_weights()[0],
         metadata,
     )
+    from rtrec.cooccurrence import COOCCURRENCE_FILE
+
+    if (MODEL_DIR / COOCCURRENCE_FILE).exists():  # the shipped blend, so retrieve costs the same work
+        (out / COOCCURRENCE_FILE).write_bytes((MODEL_DIR / COOCCURRENCE_FILE).read_bytes())
     return out, keras_model, catalog
 
 

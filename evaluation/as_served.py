@@ -1,7 +1,7 @@
 """Quality as served: the leave-one-out split of model_build, answered by the real recommend handler.
 
     python -m evaluation.as_served [--data movielens|ecommerce|DIR] [--model-dir DIR]
-        [--split test|valid] [--variants report|tuning] [--users N] [--out FILE] [--report]
+        [--split test|valid] [--variants report|tuning|caps] [--users N] [--out FILE] [--report]
 
 Each user's history (everything before the held-out item, in time order; ties in source order, as
 model_build splits it) is folded into a state with the ingest fold, as if the events had come
@@ -231,6 +231,9 @@ TUNING_VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 
+CAP_VARIANTS = {name: v for name, v in TUNING_VARIANTS.items() if name.startswith("category cap")}
+VARIANT_SETS = {"report": REPORT_VARIANTS, "tuning": TUNING_VARIANTS, "caps": CAP_VARIANTS}
+
 SECTION_BEGIN = "<!-- section {name}: written by `python -m evaluation.as_served --report` -->"
 SECTION_END = "<!-- end of section {name} -->"
 
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default="movielens", help="movielens, ecommerce or a directory")
     parser.add_argument("--model-dir", type=Path, default=None, help="default: model_build's per dataset")
     parser.add_argument("--split", choices=("test", "valid"), default="test")
-    parser.add_argument("--variants", choices=("report", "tuning"), default="report")
+    parser.add_argument("--variants", choices=tuple(VARIANT_SETS), default="report")
     parser.add_argument("--users", type=int, help="only the first N users (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="default: evaluation/as_served[-<data>].json")
     parser.add_argument("--report", action="store_true", help="write the table into model_build/report.md")
@@ -291,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     suffix += "" if args.split == "test" else f"-{args.split}"
     suffix += "" if args.variants == "report" else f"-{args.variants}"
     out = args.out or REPO_ROOT / "evaluation" / f"as_served{suffix}.json"
-    variants = REPORT_VARIANTS if args.variants == "report" else TUNING_VARIANTS
+    variants = VARIANT_SETS[args.variants]
     results = evaluate(variants, histories(args.data, args.split, args.users), model_dir)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")

@@ -249,7 +249,7 @@ class RecommendSettings:
             # At most half the list explores: beyond that the answer stops being a recommendation.
             exploration_share=env.number("EXPLORATION_SHARE", 0.1, 0.0, 0.5),
             # Defaults = the template's, chosen on the validation split (docs/ARCHITECTURE.md "Quality as
-            # served"): exploring costs an answer about 0.013 HR@10, so a fifth of the answers explore; a
+            # served"): exploring costs an answer about 0.018 HR@10, so a fifth of the answers explore; a
             # cap of 0.6 costs nothing measurable there while 0.5 cost about 0.008 HR@10.
             exploration_rate=env.number("EXPLORATION_RATE", 0.2, 0.0, 1.0),
             genre_cap_share=env.number("GENRE_CAP_SHARE", 0.6, 0.05, 1.0),
