@@ -267,11 +267,11 @@ def attach(
             "recent_decay": list(RECENT_DECAYS),
             "weight": list(WEIGHTS),
         },
-        "seconds": round(time.time() - started, 1),
     }
+    seconds = round(time.time() - started, 1)  # printed, not stored: a rebuild leaves metadata.json as it was
     print(
         f"  co-occurrence blend on validation: model {baseline['HR@10']:.4f} / {baseline['NDCG@10']:.4f}, "
-        f"best {choice.hr:.4f} / {choice.ndcg:.4f} ({choice}) in {entry['seconds']} s",
+        f"best {choice.hr:.4f} / {choice.ndcg:.4f} ({choice}) in {seconds} s",
         flush=True,
     )
     if choice.weight == 0.0:
