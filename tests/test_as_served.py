@@ -33,10 +33,8 @@ def test_the_settings_defaults_are_the_templates():
 
 def test_a_setting_set_two_ways_is_refused(tmp_path):
     template = tmp_path / "template.yaml"
-    template.write_text(
-        '      RETRIEVAL_SIZE: "128"\n      EXPLORATION_SHARE: "0.1"\n      EXPLORATION_RATE: "0.2"\n'
-        '      GENRE_CAP_SHARE: "0.6"\n      GENRE_CAP_SHARE: "0.5"\n'
-    )
+    lines = [f'      {name}: "1"' for name in as_served.SERVING_SETTINGS] + ['      GENRE_CAP_SHARE: "0.5"']
+    template.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match="GENRE_CAP_SHARE"):
         as_served.template_settings(template)
 
