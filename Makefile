@@ -133,6 +133,8 @@ model: venv
 
 evaluate: venv
 	PYTHONPATH=layers/core $(PY) -m model_build.evaluate --data $(or $(DATA),movielens) $(if $(OUT),--model-dir $(OUT))
+	# the same test split answered by the recommend handler with template.yaml's settings -> report.md
+	$(PY) -m evaluation.as_served --data $(or $(DATA),movielens) $(if $(OUT),--model-dir $(OUT)) --report
 
 replay: venv
 	$(PY) -m evaluation.replay

@@ -210,6 +210,18 @@ def _markdown(report: dict) -> str:
     if report.get("targets"):
         lines.append(f"Targets: {report['targets']}")
     lines += [f"Model version {report['model_version']}", ""]
+    blend = report.get("cooccurrence") or {}
+    if blend.get("serving"):
+        valid = blend["validation"]
+        lines += [
+            f"Co-occurrence blend (chosen on validation, {blend.get('chosen_on', '')}): followers within "
+            f"{blend['window']} steps, the latest {blend['serving']['recent']} items voting "
+            f"(decay {blend['serving']['recent_decay']}), weight {blend['serving']['weight']}; validation "
+            f"HR@10 / NDCG@10 {valid['model']['HR@10']:.4f} / {valid['model']['NDCG@10']:.4f} (model) → "
+            f"{valid['blend']['HR@10']:.4f} / {valid['blend']['NDCG@10']:.4f}. The API path row includes it; "
+            "the Scorer and Keras rows are the model alone. As served (rules too): the as-served section.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -296,7 +308,8 @@ def evaluate(prepared: dict, scorer, keras_model, chunk: int = 256) -> dict:
         ]
         print(f"  evaluated {start + len(part.targets)} / {len(test.targets)} users", flush=True)
     methods = {name: summary(np.concatenate(parts), K) for name, parts in ranks.items()}
-    methods[f"TFLite retrieve top-{RETRIEVAL_TOP_M} + rank (API path)"] = summary(
+    blend = " + co-occurrence blend" if getattr(scorer, "blend", None) is not None else ""
+    methods[f"TFLite retrieve top-{RETRIEVAL_TOP_M} + rank{blend} (API path)"] = summary(
         retrieval_ranks(scorer, test), K
     )
     return {"methods": methods, "top10_agreement": float(np.mean(agreement))}
@@ -408,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         | {"categories": len(catalog.categories)},
         "data_sha256": prepared["data_sha256"],
         "time_cutoff_ms": prepared["time_cutoff_ms"],
+        "cooccurrence": scorer.metadata.get("cooccurrence"),
     }
     report_json.write_text(json.dumps(report, indent=2) + "\n")
     markdown = _markdown(report)

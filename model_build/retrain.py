@@ -67,7 +67,7 @@ DEFAULT_TOLERANCE = 0.005
 DEFAULT_HOLDOUT_DAYS = 1
 DEFAULT_MIN_HOLDOUT = 30
 DEFAULT_EPOCHS = 8
-ARTIFACT_MODE = "dynamic_range"
+ARTIFACT_MODE = "float32"  # as model_build.train exports (docs/ARCHITECTURE.md, "Model", "Export mode")
 CATALOG_EXPORT = "catalog/items"
 RUNS_PREFIX = "retrain-runs/"
 DAY_MS = 86_400_000
@@ -257,7 +257,7 @@ def train_candidate(
     learning_rate: float | None = None,
     encoder_units: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Train on ``dataset``, export dynamic-range; returns (artifact directory, metadata).
+    """Train on ``dataset``, export (with the co-occurrence blend); returns (artifact directory, metadata).
 
     TensorFlow is imported here, not before: a run without enough data says so at once.
     """
@@ -274,6 +274,7 @@ def train_candidate(
         raise NotEnoughData("the catalog has no categories (give --items or a catalog export)")
     prepared = {
         "catalog": catalog,
+        "splits": splits,
         "train": data_module.training_examples(splits, catalog),
         "valid": data_module.validation_examples(splits, catalog),
     }
@@ -287,7 +288,16 @@ def train_candidate(
     export_model = build_serving_model(layers, batch_size=1)
     item_embeddings = layers.item_embedding.get_weights()[0]
     model_bytes = convert(export_model, ARTIFACT_MODE, train_module.representative_data(prepared["train"]))
-    version = artifact_version(model_bytes, catalog, item_embeddings, ARTIFACT_MODE)
+    # The co-occurrence blend the API adds to the model's scores, chosen on this run's validation split as
+    # `make model` does (the gate compares the models alone, so the blend does not sway it).
+    from model_build import cooccurrence
+
+    neighbours, blend_entry = cooccurrence.attach(
+        prepared, train_module.load_scorer(model_bytes, prepared, item_embeddings)
+    )
+    version = artifact_version(
+        model_bytes, catalog, item_embeddings, ARTIFACT_MODE, neighbours, blend_entry.get("serving")
+    )
     summary_ = dataset.summary()
     metadata = {
         "version": version,
@@ -338,11 +348,12 @@ def train_candidate(
             "config": asdict(layers.config),
             "validation_history": history,
         },
+        "cooccurrence": blend_entry,
     }
     out_root.mkdir(parents=True, exist_ok=True)
     target = out_root / version
     scratch = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=out_root))
-    write_artifact(scratch, model_bytes, catalog, item_embeddings, metadata)
+    write_artifact(scratch, model_bytes, catalog, item_embeddings, metadata, neighbours)
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
     return target, metadata

@@ -77,7 +77,11 @@ def test_the_extra_shortlist_is_the_brute_force_top_m(scorer, history):
     affinity = np.concatenate([scorer.item_vectors @ user, extra.astype(np.float32) @ user])
     affinity[[0, *excluded]] = -np.inf
     brute = set(np.argsort(-affinity, kind="stable")[:50].tolist())
-    indices, scores = scorer.retrieve(*history, 50, exclude=excluded)
+    blend, scorer.blend = scorer.blend, None  # the shortlist alone: no co-occurrence followers
+    try:
+        indices, scores = scorer.retrieve(*history, 50, exclude=excluded)
+    finally:
+        scorer.blend = blend
     assert set(indices.tolist()) == brute
     assert any(i > size for i in indices) and not set(excluded) & set(indices.tolist())
     # the head's scores of the extra rows are the head applied to those vectors

@@ -62,6 +62,12 @@ def clients(aws):
     return s3, ssm
 
 
+def shipped_files() -> list[str]:
+    """The artifact's files: the required ones and the optional ones it has (e.g. a co-occurrence blend)."""
+    optional = [name for name in registry.OPTIONAL_FILES if (MODEL_DIR / name).exists()]
+    return [*registry.MODEL_FILES, *optional]
+
+
 def test_publish_uploads_under_the_content_version_with_a_manifest_and_moves_the_pointer(clients, tmp_path):
     s3, ssm = clients
     when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -78,7 +84,7 @@ def test_publish_uploads_under_the_content_version_with_a_manifest_and_moves_the
     )
     assert read_pointer(ssm, POINTER) == LAYER_VERSION
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
-    assert keys == {object_key(LAYER_VERSION, n) for n in (*registry.MODEL_FILES, registry.MANIFEST)}
+    assert keys == {object_key(LAYER_VERSION, n) for n in (*shipped_files(), registry.MANIFEST)}
     stored = json.loads(
         s3.get_object(Bucket=BUCKET, Key=object_key(LAYER_VERSION, "manifest.json"))["Body"].read()
     )
@@ -89,7 +95,7 @@ def test_publish_uploads_under_the_content_version_with_a_manifest_and_moves_the
         stored["data_window"] == window and stored["metrics"] == metrics and stored["trainer"] == "make model"
     )
     assert stored["files"]["model.tflite"]["bytes"] == (MODEL_DIR / "model.tflite").stat().st_size
-    assert set(stored["files"]) == set(registry.MODEL_FILES)
+    assert set(stored["files"]) == set(shipped_files())
     assert Manifest.from_json(stored) == manifest == read_manifest(s3, BUCKET, LAYER_VERSION)
     assert registry.list_versions(s3, BUCKET) == [LAYER_VERSION]
 
@@ -155,7 +161,7 @@ def test_model_source_downloads_checks_and_loads_a_version(clients, tmp_path):
     source = ModelSource(s3, BUCKET, tmp_path / "cache")
     scorer = source.load("v2")
     assert isinstance(scorer, Scorer) and scorer.version == "v2"
-    assert sorted(p.name for p in (tmp_path / "cache" / "v2").iterdir()) == sorted(registry.MODEL_FILES)
+    assert sorted(p.name for p in (tmp_path / "cache" / "v2").iterdir()) == sorted(shipped_files())
     assert source.fetch("v2") == tmp_path / "cache" / "v2"  # already there and intact: no download
     source.prune({"other"})
     assert not (tmp_path / "cache" / "v2").exists()
@@ -340,7 +346,8 @@ def test_publish_and_rollback_scripts(clients, tmp_path, capsys):
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["version"] == LAYER_VERSION and manifest["parent"] == BOOTSTRAP
     assert manifest["data_window"]["end"] == "2026-11-29T00:00:00Z"
-    assert manifest["data_window"]["time_cutoff"] == 889237269  # from metadata.json's data
+    window = manifest["data_window"]  # from metadata.json's data (seconds in artifacts built before ms)
+    assert window.get("time_cutoff_ms", window.get("time_cutoff", 0) * 1000) == 889237269000
     assert manifest["metrics"]["test_quantized"]["NDCG@10"] > 0.1
     assert publish_model.main(["--dir", str(model_variant(tmp_path, "v2")), *names]) == 0
     assert read_pointer(ssm, POINTER) == "v2"

@@ -93,7 +93,29 @@ def test_retrieve_never_returns_padding_or_excluded(scorer, history):
     assert not set(indices.tolist()) & set(exclude.tolist())
     assert len(set(indices.tolist())) == 50
     assert np.all(np.diff(scores) <= 0)  # best first
-    np.testing.assert_allclose(scores, scorer.score(*history, indices), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(scores, _served_scores(scorer, history, indices), rtol=1e-3, atol=1e-3)
+
+
+def _served_scores(scorer, history, indices):
+    """The model's scores of `indices` plus the artifact's co-occurrence blend, if it ships one."""
+    scores = scorer.score(*history, indices)
+    if scorer.blend is not None:
+        followers, vote = scorer._neighbours.votes(history[0], scorer.blend.recent, scorer.blend.recent_decay)
+        votes = dict(zip(followers.tolist(), vote.tolist(), strict=True))
+        scores = scores + scorer.blend.weight * np.array([votes.get(int(i), 0.0) for i in indices])
+    return scores
+
+
+def test_the_shipped_artifact_blends_as_its_metadata_says(scorer):
+    serving = scorer.metadata["cooccurrence"].get("serving")
+    assert (scorer.blend is None) == (serving is None)
+    if serving is not None:
+        assert (scorer.blend.weight, scorer.blend.recent, scorer.blend.recent_decay) == (
+            serving["weight"],
+            serving["recent"],
+            serving["recent_decay"],
+        )
+        assert len(scorer._neighbours) == len(scorer.catalog)
 
 
 def test_retrieve_returns_fewer_when_almost_everything_is_excluded(scorer, history):
@@ -182,3 +204,97 @@ def test_an_artifact_with_an_item_index_retrieves_through_it(tmp_path, scorer, h
     assert int(exact[0]) not in approximate.tolist()
     overlap = len(set(exact.tolist()[1:]) & set(approximate.tolist())) / 99
     assert overlap >= 0.95 and np.all(np.diff(scores) <= 0)
+
+
+def _with_blend(tmp_path, scorer, rows: dict[int, list[tuple[int, float]]], serving: dict | None) -> Path:
+    """A copy of the artifact whose co-occurrence table holds `rows` (item -> followers)."""
+    import shutil
+
+    from rtrec.cooccurrence import COOCCURRENCE_FILE, ItemNeighbours
+
+    model = tmp_path / "model"
+    shutil.copytree(MODEL_DIR, model)
+    size = len(scorer.catalog)
+    lengths = np.zeros(size + 2, dtype=np.int64)
+    for item, followers in rows.items():
+        lengths[item + 1] = len(followers)
+    entries = [rows[item] for item in sorted(rows)]
+    ItemNeighbours(
+        np.cumsum(lengths),
+        np.array([f for row in entries for f, _ in row], dtype=np.int32),
+        np.array([w for row in entries for _, w in row], dtype=np.float32),
+    ).save(model / COOCCURRENCE_FILE)
+    metadata = json.loads((model / "metadata.json").read_text())
+    metadata["cooccurrence"] = {"serving": serving} if serving else {}
+    (model / "metadata.json").write_text(json.dumps(metadata))
+    return model
+
+
+def test_retrieve_blends_in_the_followers_of_the_latest_items(tmp_path, scorer, history):
+    items, signals = history
+    model_alone = Scorer.load(MODEL_DIR)
+    model_alone.blend = None
+    model_only, _ = model_alone.retrieve(items, signals, 128, exclude=items)
+    latest = int(items[-1])
+    # an item far down the model's order, outside its shortlist
+    order = np.argsort(-scorer.score(items, signals, np.arange(1, len(scorer.catalog) + 1)))
+    follower = int(order[-1]) + 1
+    assert follower not in model_only.tolist() and follower not in items.tolist()
+    blended = Scorer.load(
+        _with_blend(
+            tmp_path, scorer, {latest: [(follower, 0.5)]}, {"weight": 100.0, "recent": 1, "recent_decay": 1}
+        )
+    )
+    candidates, scores = blended.retrieve(items, signals, 128, exclude=items)
+    assert int(candidates[0]) == follower
+    head = scorer.score(items, signals, np.array([follower]))[0]
+    assert scores[0] == pytest.approx(head + 50.0, abs=0.01)
+    assert len(candidates) == 128 and np.all(np.diff(scores) <= 0)
+    # every other candidate keeps its model score: the rest of the list is the model's, one place down
+    assert candidates[1:].tolist() == model_only[:127].tolist()
+    # an excluded follower never comes back, and `score()` stays the model alone
+    excluded = np.concatenate([items, [follower]])
+    assert follower not in blended.retrieve(items, signals, 128, exclude=excluded)[0].tolist()
+    np.testing.assert_array_equal(
+        blended.score(items, signals, np.arange(1, 200)), scorer.score(items, signals, np.arange(1, 200))
+    )
+
+
+def test_an_artifact_without_blend_settings_ignores_its_table(tmp_path, scorer, history):
+    items, signals = history
+    plain = Scorer.load(_with_blend(tmp_path, scorer, {int(items[-1]): [(7, 1.0)]}, None))
+    assert plain.blend is None and plain._neighbours is None
+    model_alone = Scorer.load(MODEL_DIR)
+    model_alone.blend = None
+    np.testing.assert_array_equal(
+        plain.retrieve(items, signals, 50)[0], model_alone.retrieve(items, signals, 50)[0]
+    )
+
+
+def test_blend_settings_without_their_table_fail_to_load(tmp_path, scorer):
+    from rtrec.cooccurrence import COOCCURRENCE_FILE
+
+    model = _with_blend(tmp_path, scorer, {1: [(2, 1.0)]}, {"weight": 1.0, "recent": 1, "recent_decay": 1})
+    (model / COOCCURRENCE_FILE).unlink()
+    with pytest.raises(ModelUnavailable):
+        Scorer.load(model)
+
+
+def test_the_index_path_blends_in_followers_too(tmp_path, scorer, history):
+    from rtrec.item_index import ITEM_INDEX_FILE, ItemIndex
+
+    items, signals = history
+    order = np.argsort(-scorer.score(items, signals, np.arange(1, len(scorer.catalog) + 1)))
+    follower, excluded_follower = int(order[-1]) + 1, int(order[-2]) + 1
+    serving = {"weight": 100.0, "recent": 1, "recent_decay": 1}
+    model = _with_blend(
+        tmp_path, scorer, {int(items[-1]): [(follower, 0.5), (excluded_follower, 0.6)]}, serving
+    )
+    ItemIndex.build(
+        scorer.item_vectors[1:], ids=np.arange(1, len(scorer.catalog) + 1), lists=16, n_probe=4
+    ).save(model / ITEM_INDEX_FILE)
+    indexed = Scorer.load(model)
+    assert indexed._index is not None
+    exclude = np.concatenate([items, [excluded_follower]])
+    candidates, _ = indexed.retrieve(items, signals, 20, exclude=exclude)
+    assert int(candidates[0]) == follower and excluded_follower not in candidates.tolist()

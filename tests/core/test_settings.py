@@ -11,7 +11,8 @@ RECOMMEND = {"USER_STATE_TABLE": "t", "MODEL_DIR": "/opt/model"}
 
 def test_defaults_are_the_documented_ones():
     settings = RecommendSettings.from_env(RECOMMEND)
-    assert (settings.retrieval_size, settings.exploration_share, settings.genre_cap_share) == (128, 0.1, 0.5)
+    assert (settings.retrieval_size, settings.exploration_share, settings.genre_cap_share) == (128, 0.1, 0.6)
+    assert settings.exploration_rate == 0.2
     assert settings.dynamodb.worst_case_s() <= 1.0
     assert settings.catalog_table is None and settings.promotion_share == 0.0
 

@@ -47,7 +47,7 @@ def variant(root: Path, version: str, *, vocabulary_change: bool = False) -> Pat
     if vocabulary_change:
         items = json.loads((target / "items.json").read_text())
         items["item_ids"][:3] = [f"new-{i}" for i in items["item_ids"][:3]]
-        items["genres"][1] = RENAMED
+        items["categories" if "categories" in items else "genres"][1] = RENAMED
         (target / "items.json").write_text(json.dumps(items))
     return target
 
@@ -59,7 +59,7 @@ def corrupt(root: Path, version: str, how: str) -> Path:
     else:  # an items table with one item more than the embeddings
         items = json.loads((target / "items.json").read_text())
         items["item_ids"].append("one-too-many")
-        items["genre_ids"].append([1])
+        items["category_ids" if "category_ids" in items else "genre_ids"].append([1])
         items["popularity"].append(0.0)
         (target / "items.json").write_text(json.dumps(items))
     return target

@@ -28,6 +28,9 @@ def test_train_and_evaluate_on_a_directory(tmp_path):
     assert metadata["data"]["items"] == 80 and metadata["data"]["categories"] == 6
     assert metadata["outputs"]["interests"]["shape"] == [1, 6]
     assert json.loads((model_dir / "items.json").read_text())["categories"][0].count(" > ") == 2
+    blend = metadata["cooccurrence"]  # chosen on validation by the build; a file ships only with a blend
+    assert blend["chosen_on"].startswith("validation")
+    assert (model_dir / "cooccurrence.npz").exists() == ("serving" in blend)
 
     report_dir = tmp_path / "reports"
     report_dir.mkdir()

@@ -199,6 +199,10 @@ def test_retrain_publishes_a_candidate_with_the_gate_in_its_manifest_then_refuse
     assert gate["candidate"]["NDCG@10"] == manifest["metrics"]["holdout"]["candidate"]["NDCG@10"] > 0
     assert gate["holdout_users"] == manifest["metrics"]["holdout"]["users"] >= 5
     assert manifest["parent"] == "bootstrap"
+    # the candidate carries the co-occurrence blend the build chose on its validation split (or none)
+    candidate = json.loads(s3.get_object(Bucket=BUCKET, Key=f"models/{version}/metadata.json")["Body"].read())
+    assert candidate["cooccurrence"]["chosen_on"].startswith("validation")
+    assert ("cooccurrence.npz" in manifest["files"]) == ("serving" in candidate["cooccurrence"])
     window = manifest["data_window"]
     assert window["interactions"] > window["training_interactions"] > 0
     assert window["first_day"] <= window["holdout_from"][:10] <= window["last_day"]

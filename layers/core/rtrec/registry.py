@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 MODEL_FILES = ("model.tflite", "items.json", "metadata.json", "item_embeddings.npz")
 # Shipped when the model build made one (large catalogues): travels with its version like the rest.
-OPTIONAL_FILES = ("item_index.npz",)
+OPTIONAL_FILES = ("item_index.npz", "cooccurrence.npz")  # the second: rtrec.cooccurrence's neighbours
 MANIFEST = "manifest.json"
 PREFIX = "models/"
 # The pointer value meaning "the model in the function's layer" (also the template's initial value).

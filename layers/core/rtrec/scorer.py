@@ -16,6 +16,11 @@ Why it looks the way it does:
   the numpy head is checked against the model's own `scores` on a probe; if the graph's head tensors are
   not found or disagree, retrieve falls back to the model call (numbers: bench/peer.py, docs/ARCHITECTURE.md
   "Peer, levers and 1M items").
+- When the artifact ships item neighbours (``cooccurrence.npz``, see rtrec.cooccurrence), `retrieve()`
+  takes the followers of the user's latest items in as candidates besides the dot-product shortlist and
+  ranks everything by the model's score plus the recorded weight times their vote; the model build chose
+  that weight on the validation split. `score()` stays the model alone (the /rank route and the report's
+  "model" rows).
 - The default XNNPACK delegate is left out: on this graph (dynamic-range weights, shape ops, fused LSTM) it
   adds a fixed cost to every invoke on LiteRT that its faster kernels do not win back, at the shortlist
   size or at the whole catalogue, and top-10 rankings agree with the delegated run (numbers:
@@ -32,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rtrec.cooccurrence import COOCCURRENCE_FILE, BlendSettings, ItemNeighbours
 from rtrec.features import (
     INPUT_CANDIDATES,
     INPUT_ITEMS,
@@ -298,6 +304,8 @@ class Scorer:
         self._head = head  # None: retrieve scores its shortlist with the model (a second invoke)
         # Vectors of items the model never saw (indices N+1..N+E): see set_extra_items.
         self._extra = np.zeros((0, item_matrix.shape[1]), dtype=np.float32)
+        self._neighbours: ItemNeighbours | None = None  # followers per item, blended into retrieve
+        self.blend: BlendSettings | None = None
 
     @classmethod
     def load(
@@ -331,6 +339,7 @@ class Scorer:
             raise ModelUnavailable(f"cannot load model from {model_dir}: {error}") from error
         scorer = cls(metadata, catalog, item_matrix, shortlist, full, encoder)
         scorer._head = head if head is not None and scorer._head_matches_model(head) else None
+        scorer._load_blend(model_dir)
         index_path = model_dir / ITEM_INDEX_FILE
         if index_path.exists():
             # Large catalogues ship an approximate index built with the model: retrieval probes it instead
@@ -342,6 +351,19 @@ class Scorer:
             if len(scorer._index) != len(catalog):
                 raise ModelUnavailable(f"{ITEM_INDEX_FILE} does not match items.json")
         return scorer
+
+    def _load_blend(self, model_dir: Path) -> None:
+        """The co-occurrence blend metadata.json names, with its neighbours (which must be there)."""
+        try:
+            blend = BlendSettings.from_metadata(self.metadata)
+            if blend is None:
+                return
+            neighbours = ItemNeighbours.load(model_dir / COOCCURRENCE_FILE)
+        except Exception as error:
+            raise ModelUnavailable(f"cannot load the co-occurrence blend: {error}") from error
+        if len(neighbours) != len(self.catalog):
+            raise ModelUnavailable(f"{COOCCURRENCE_FILE} does not match items.json")
+        self._neighbours, self.blend = neighbours, blend
 
     def _head_matches_model(self, head: _NumpyHead) -> bool:
         """The numpy head against the model's own scores on a fixed probe history and candidates."""
@@ -456,7 +478,9 @@ class Scorer:
         model at load (scores within 0.005 of `score()`'s; measured ≤ 0.002), else `score()` ranks them
         (a second call). Indices past the model's catalog are the extra items (`set_extra_items`), scored
         the same way; ``new_items`` > 0 adds the best that many of them by affinity to the shortlist even
-        when they miss the top M (exploration's candidates).
+        when they miss the top M (exploration's candidates). With a co-occurrence blend in the artifact,
+        the followers of the user's latest items join the candidates and every score is the head's logit
+        + weight × their vote; followers that miss the best top_m are dropped again.
 
         Never returns index 0 (padding) or an excluded index; may return fewer than top_m.
         """
@@ -469,6 +493,7 @@ class Scorer:
         if exclude is not None and np.size(exclude):
             excluded = np.asarray(exclude, dtype=np.int64).reshape(-1)
             excluded = excluded[(excluded >= 0) & (excluded <= size + extra)]
+        allowed: NDArray[np.bool_] | None = None
         if self._index is not None:
             shortlist, _ = self._index.search(user, int(top_m), exclude=excluded)
             shortlist = shortlist[(shortlist >= 1) & (shortlist <= size + extra)]
@@ -479,18 +504,27 @@ class Scorer:
             if extra:
                 affinity = np.concatenate([affinity, self._extra @ user])
                 affinity[excluded] = -np.inf
-            count = min(int(top_m), int(np.isfinite(affinity).sum()))
+            allowed = np.isfinite(affinity)
+            count = min(int(top_m), int(allowed.sum()))
             shortlist = np.argpartition(-affinity, count - 1)[:count] if count else np.zeros(0, np.int64)
         if extra and new_items > 0:
             shortlist = np.union1d(shortlist, self._best_extra(user, new_items, excluded))
-        if shortlist.size == 0:
+        shortlist = shortlist.astype(np.int64)
+        candidates, votes = self._with_followers(items, shortlist, allowed, excluded)
+        if candidates.size == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         if self._head is not None:
-            scores = self._head(user, shortlist)
+            scores = self._head(user, candidates)
         else:
-            scores = self.score(items, signals, shortlist)
+            scores = self.score(items, signals, candidates)
+        if votes is not None and self.blend is not None:
+            scores = (scores + np.float32(self.blend.weight) * votes).astype(np.float32)
         order = np.argsort(-scores, kind="stable")
-        return shortlist[order].astype(np.int64), scores[order]
+        if candidates.size > shortlist.size:
+            # followers came in: the best top_m stay, and the new items (exploration's candidates) too
+            keep = (np.arange(order.size) < int(top_m)) | (candidates[order] > size)
+            order = order[keep]
+        return candidates[order], scores[order]
 
     def _best_extra(self, user: NDArray[np.float32], count: int, excluded: NDArray[np.int64]) -> NDArray[Any]:
         """The ``count`` extra indices with the highest affinity, excluded ones left out."""
@@ -501,3 +535,36 @@ class Scorer:
             return np.zeros(0, dtype=np.int64)
         best = np.argpartition(-affinity, count - 1)[:count]
         return best.astype(np.int64) + len(self.catalog) + 1
+
+    def _with_followers(
+        self,
+        items: NDArray[Any],
+        shortlist: NDArray[np.int64],
+        allowed: NDArray[np.bool_] | None,
+        excluded: NDArray[np.int64],
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32] | None]:
+        """The shortlist plus the allowed followers of the latest items, and each candidate's vote."""
+        if self._neighbours is None or self.blend is None:
+            return shortlist, None
+        followers, vote = self._neighbours.votes(items, self.blend.recent, self.blend.recent_decay)
+        if followers.size:
+            if allowed is not None:
+                keep = allowed[followers]
+            elif excluded.size:
+                keep = ~np.isin(followers, excluded)
+            else:
+                keep = np.ones(followers.size, dtype=bool)
+            followers, vote = followers[keep], vote[keep]
+        votes = np.zeros(shortlist.size, dtype=np.float32)
+        if not followers.size:
+            return shortlist, votes
+        # followers already in the shortlist give it their vote; the others join it (small sorted lookups:
+        # cheaper per call than set operations on these few hundred indices)
+        by_index = np.argsort(shortlist, kind="stable")
+        ordered = shortlist[by_index]
+        position = np.minimum(np.searchsorted(ordered, followers), max(0, ordered.size - 1))
+        inside = ordered[position] == followers if ordered.size else np.zeros(followers.size, bool)
+        votes[by_index[position[inside]]] = vote[inside]
+        candidates = np.concatenate([shortlist, followers[~inside]])
+        votes = np.concatenate([votes, vote[~inside]])
+        return candidates, votes
