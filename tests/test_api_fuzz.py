@@ -128,7 +128,9 @@ def service():
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+# Derandomized: the same cases on every run, so CI fails on a finding, not on the draw of the day;
+# widen max_examples locally (or drop derandomize) to search further.
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_every_route_answers_generated_requests_as_documented(case):
     response = case.call(app=api_gateway)
     STATUSES.append(response.status_code)
