@@ -191,7 +191,9 @@ class Recommender:
         if trending is None:
             key: Any = ("static", size, live.generation if live is not None else None)
             return self._popularity.get(key, lambda: _padded(catalog.popularity, size))
-        key = (trending.generation, size, live.generation if live is not None else None)
+        # The follower itself is in the key (compared by identity): a new one (after a SnapStart
+        # restore) starts its generations again.
+        key = (trending, trending.generation, size, live.generation if live is not None else None)
         return self._popularity.get(
             key, lambda: trending.vector(catalog.popularity, size, index_of).astype(np.float32)
         )

@@ -153,7 +153,7 @@ def popularity_vector(
         base = np.clip(np.asarray(prior[:size], dtype=np.float64), 0.0, None)
         total = float(base.sum())
         if total > 0:
-            values[: base.size] = base * (prior_events / total)
+            values[: base.size] = (base / total) * prior_events  # shares first: a tiny total cannot overflow
     for item_id, score in scores.items():
         index = index_of(item_id)
         if 1 <= index <= size:
