@@ -10,7 +10,7 @@ top 10 items the user has not interacted with yet, by
 
   static              the static counts alone (today's cold start and popular fallback)
   trending H, prior P the service's trending popularity at the event's time, from every earlier event:
-                      `rtrec.trending` itself (hourly buckets, the fold's weights, decay by half-life H
+                      `rtrec.trending` itself (hourly buckets, the trending weights, decay by half-life H
                       from each bucket's middle, a window of 4 half-lives, the static counts blended in
                       as P decayed events)
 
@@ -21,6 +21,7 @@ A hit is the event's item among the ten (HR@10). `stars` rows weigh ratings as t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
@@ -64,11 +65,26 @@ def variants() -> list[Variant]:
             out.append(Variant(f"trending H={_hours(hours)}, prior {prior:g}", config))
             if prior == 50.0:
                 out.append(Variant(f"trending H={_hours(hours)}, prior {prior:g}, stars", config, "stars"))
+    # The template's settings: daily buckets, 7-day half-life, a window of 28 buckets, prior 50.
+    template = TrendingConfig(
+        bucket_s=86400, half_life_s=7 * 86400, window_buckets=28, shards=1, prior_events=50
+    )
+    out.append(Variant("trending as the template sets it (daily buckets, H=7 d, prior 50)", template))
     return out
 
 
 def _hours(hours: int) -> str:
     return f"{hours // 24} d" if hours % 24 == 0 else f"{hours} h"
+
+
+def wilson(hits: int, tests: int, z: float = 1.96) -> list[float]:
+    """Wilson 95 % interval of a hit rate (tests of one user are not independent: read it as a floor)."""
+    if tests == 0:
+        return [0.0, 0.0]
+    rate = hits / tests
+    centre = (rate + z * z / (2 * tests)) / (1 + z * z / tests)
+    half = z * math.sqrt(rate * (1 - rate) / tests + z * z / (4 * tests * tests)) / (1 + z * z / tests)
+    return [round(centre - half, 4), round(centre + half, 4)]
 
 
 def top_k(values: np.ndarray, seen: set[int]) -> np.ndarray:
@@ -91,14 +107,18 @@ def run(cold_below: int) -> dict[str, Any]:
         static[position[data.item_ids[row]]] += 1
 
     chosen = variants()
-    buckets: dict[str, dict[int, dict[str, float]]] = {name: defaultdict(dict) for name in WEIGHTS}
+    buckets: dict[tuple[str, int], dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     history: dict[str, set[int]] = defaultdict(set)
     hits = {v.name: 0 for v in chosen}
     tests = 0
     tested_users: set[str] = set()
     index_of = lambda item_id: position.get(item_id, -1) + 1  # noqa: E731
-    widest = max(v.config.window_buckets for v in chosen if v.config is not None)
-    config_any = TrendingConfig(bucket_s=3600, window_buckets=widest, shards=1)
+    # Events are counted once into hourly buckets and, for the template's variant, daily ones.
+    widest = max(v.config.window_buckets * v.config.bucket_s for v in chosen if v.config is not None)
+    counters = {
+        width: TrendingConfig(bucket_s=width, window_buckets=widest // width + 1, shards=1)
+        for width in sorted({v.config.bucket_s for v in chosen if v.config is not None})
+    }
     started = time.perf_counter()
     for row in order:
         user_id, item_id = str(data.user_ids[row]), str(data.item_ids[row])
@@ -112,7 +132,9 @@ def run(cold_below: int) -> dict[str, Any]:
                 if variant.config is None:
                     values = static
                 else:
-                    scores = decayed_scores(buckets[variant.weights], ts_ms, variant.config)
+                    scores = decayed_scores(
+                        buckets[(variant.weights, variant.config.bucket_s)], ts_ms, variant.config
+                    )
                     values = popularity_vector(
                         scores, index_of, len(item_ids), static, variant.config.prior_events
                     )
@@ -125,9 +147,9 @@ def run(cold_below: int) -> dict[str, Any]:
             ts=ts_ms,
             value=float(data.ratings[row]),
         )
-        for name, rule in WEIGHTS.items():
-            for (bucket, counted_item), weight in bucket_counts([event], ts_ms, config_any, rule).items():
-                per_item = buckets[name][bucket]
+        for (name, rule), (width, counter) in itertools.product(WEIGHTS.items(), counters.items()):
+            for (bucket, counted_item), weight in bucket_counts([event], ts_ms, counter, rule).items():
+                per_item = buckets[(name, width)][bucket]
                 per_item[counted_item] = per_item.get(counted_item, 0.0) + weight
         seen.add(position[item_id])
     rows = [
@@ -137,6 +159,7 @@ def run(cold_below: int) -> dict[str, Any]:
             "prior_events": None if v.config is None else v.config.prior_events,
             "hr_at_10": round(hits[v.name] / max(1, tests), 4),
             "hits": hits[v.name],
+            "wilson_95": wilson(hits[v.name], tests),
         }
         for v in chosen
     ]
@@ -150,7 +173,6 @@ def run(cold_below: int) -> dict[str, Any]:
         "users": len(tested_users),
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
-        "wilson_95_halfwidth_at_0.1": round(1.96 * math.sqrt(0.1 * 0.9 / max(1, tests)), 4),
     }
 
 
