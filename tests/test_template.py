@@ -278,6 +278,7 @@ def test_ingest_may_read_and_write_state_and_dead_letter(cfn):
         ("dynamodb:GetItem", table),
         ("dynamodb:PutItem", table),
         ("sqs:SendMessage", queue),
+        ("dynamodb:UpdateItem", json.dumps({"Fn::GetAtt": ["TrendingTable", "Arn"]})),
     }
 
 
@@ -698,7 +699,13 @@ def test_delete_me_route_may_delete_the_callers_state_only(cfn):
     }
     table = json.dumps({"Fn::GetAtt": ["UserStateTable", "Arn"]})
     feed = json.dumps({"Fn::Sub": "${CatalogTable.Arn}/index/ByUpdate"})
-    assert grants == {("dynamodb:GetItem", table), ("dynamodb:DeleteItem", table), ("dynamodb:Query", feed)}
+    trending = json.dumps({"Fn::GetAtt": ["TrendingTable", "Arn"]})
+    assert grants == {
+        ("dynamodb:GetItem", table),
+        ("dynamodb:DeleteItem", table),
+        ("dynamodb:Query", feed),
+        ("dynamodb:Query", trending),
+    }
     cors = cfn["Api"]["Properties"]["Body"]["x-amazon-apigateway-cors"]["Fn::If"][1]
     assert "DELETE" in cors["allowMethods"]
 
@@ -1178,3 +1185,46 @@ def test_the_retraining_role_reads_the_archive_writes_the_registry_and_nothing_e
     (statement,) = _statements(resources["RetrainScheduleRole"])
     assert statement["Action"] == "codebuild:StartBuild"
     assert statement["Resource"] == {"Fn::GetAtt": ["RetrainProject", "Arn"]}
+
+
+# ---------- trending popularity ----------
+
+
+def test_trending_table_is_on_demand_with_ttl_and_a_sharded_key(cfn):
+    properties = cfn["TrendingTable"]["Properties"]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "item_id", "KeyType": "RANGE"},
+    ]
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_trending_writer_and_readers_agree_and_are_bounded(cfn):
+    """Ingest writes the buckets recommend reads: the same width, window and shards, within bounds."""
+    from rtrec.settings import IngestSettings, RecommendSettings
+
+    shared = ("TRENDING_BUCKET_S", "TRENDING_WINDOW_BUCKETS", "TRENDING_SHARDS")
+    ingest = cfn["IngestFunction"]["Properties"]["Environment"]["Variables"]
+    recommend = cfn["RecommendFunction"]["Properties"]["Environment"]["Variables"]
+    assert ingest["TRENDING_TABLE"] == recommend["TRENDING_TABLE"] == {"Ref": "TrendingTable"}
+    assert {k: ingest[k] for k in shared} == {k: recommend[k] for k in shared}
+    base = {"USER_STATE_TABLE": "t", "DEAD_LETTER_QUEUE_URL": "q", "MODEL_DIR": "/opt/model"}
+    literal = {k: v for k, v in recommend.items() if isinstance(v, str) and k.startswith("TRENDING_")}
+    on_recommend = RecommendSettings.from_env({**base, **literal, "TRENDING_TABLE": "x"}).trending
+    literal = {k: v for k, v in ingest.items() if isinstance(v, str) and k.startswith("TRENDING_")}
+    on_ingest = IngestSettings.from_env({**base, **literal, "TRENDING_TABLE": "x"}).trending
+    assert on_recommend is not None and on_ingest is not None
+    assert on_recommend.config == on_ingest.config  # ingest reads the half-life and prior it never sets
+
+
+def test_ingest_only_adds_to_and_recommend_only_queries_the_trending_table(cfn):
+    trending = {"Fn::GetAtt": ["TrendingTable", "Arn"]}
+    for function, action in (
+        ("IngestFunction", "dynamodb:UpdateItem"),
+        ("RecommendFunction", "dynamodb:Query"),
+    ):
+        granted = [
+            a for s in _statements(cfn[f"{function}Role"]) if s["Resource"] == trending for a in _actions(s)
+        ]
+        assert granted == [action], function

@@ -19,13 +19,16 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from rtrec.events import Event
 from rtrec.features import Catalog
 from rtrec.ingest import BatchIngestor, IngestPolicy, InvalidLogPayload, kinesis_records, log_events
 from rtrec.registry import BOOTSTRAP, ModelSource, ModelWatcher, watch_registry
 from rtrec.settings import IngestSettings, ModelRegistrySettings
-from rtrec.stores.clients import aws_client
+from rtrec.stores.clients import ClientTimeouts, aws_client
 from rtrec.stores.dead_letters import DeadLetterQueue
+from rtrec.stores.trending import TrendingTable
 from rtrec.stores.user_state import UserStateStore
+from rtrec.trending import TrendingRecorder, TrendingWrite
 
 logger = Logger()
 tracer = Tracer()
@@ -61,6 +64,21 @@ def build_ingestor(settings: IngestSettings) -> BatchIngestor:
         ),
         on_error=_log_error,
     )
+
+
+def build_trending(settings: IngestSettings) -> TrendingRecorder | None:
+    """The trending counters' writer, or None when TRENDING_TABLE is not set.
+
+    Its own client makes one attempt per call: a trending write is best effort and must never hold
+    the batch (the state writes are done by then) near the function's timeout.
+    """
+    if settings.trending is None:
+        return None
+    timeouts = ClientTimeouts(settings.dynamodb.connect_s, settings.dynamodb.read_s, max_attempts=1)
+    table = TrendingTable(
+        aws_client("dynamodb", timeouts), settings.trending.table_name, settings.trending.config.shards
+    )
+    return TrendingRecorder(table, settings.trending.config, concurrency=settings.write_concurrency)
 
 
 def layer_version(model_dir: str | None) -> str:
@@ -117,6 +135,7 @@ def follow_model() -> None:
 
 settings = IngestSettings.from_env()
 ingestor = build_ingestor(settings)
+trending = build_trending(settings)
 model_updates = follow_registry(settings.registry, settings.model_dir)
 
 
@@ -164,6 +183,27 @@ def fold_impressions(event: dict[str, Any]) -> dict[str, Any]:
     return {"impressions": outcome.impressions}
 
 
+def count_trending(applied: list[Event], context: LambdaContext) -> None:
+    """Add the applied events to the trending counters; a failure is logged and counted, never raised.
+
+    Only events the fold applied are counted, so a redelivered batch (its records are duplicates by
+    then) adds nothing twice. The batch's answer does not depend on this: state is what must be right.
+    """
+    if trending is None or not applied:
+        return
+    try:
+        written = trending.record(applied, context.get_remaining_time_in_millis, settings.deadline_reserve_ms)
+    except Exception as error:  # a bug here must not fail a batch whose states are written
+        written = TrendingWrite(failed=len(applied), errors=[f"{type(error).__name__}: {error}"])
+    metrics.add_metric(name="TrendingCountersWritten", unit=MetricUnit.Count, value=written.written)
+    if written.failed:
+        metrics.add_metric(name="TrendingWriteFailures", unit=MetricUnit.Count, value=written.failed)
+        logger.warning(
+            "trending counters not written; popularity misses these events",
+            extra={"failed": written.failed, "written": written.written, "errors": written.errors},
+        )
+
+
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
@@ -177,6 +217,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if event.get("Records"):
         logger.set_correlation_id(event["Records"][0].get("eventID"))
     outcome = ingestor.process(records, remaining_ms=context.get_remaining_time_in_millis)
+    count_trending(outcome.applied_events, context)
     for name, value in (
         ("EventsApplied", outcome.applied),
         ("DuplicateEvents", outcome.duplicates),

@@ -51,7 +51,9 @@ from rtrec.settings import ModelRegistrySettings, RecommendSettings
 from rtrec.stores.catalog import CatalogStore
 from rtrec.stores.clients import aws_client
 from rtrec.stores.errors import StoreError
+from rtrec.stores.trending import TrendingTable
 from rtrec.stores.user_state import UserStateStore
+from rtrec.trending import LiveTrending
 
 try:  # Lambda's python3.12+ runtime; SnapStart calls the registered hooks after each restore
     from snapshot_restore_py import register_after_restore
@@ -93,6 +95,24 @@ rotation = RotationPolicy(rate=settings.rotation_rate, time_s=settings.rotation_
 recommender = Recommender.from_model_dir(settings.model_dir, config)
 
 
+def follow_trending() -> LiveTrending | None:
+    """Live item popularity from the trending table, or None (TRENDING_TABLE not set: static counts).
+
+    Nothing is read at init: the first request reads the window, later ones only the open buckets,
+    at most once per TRENDING_REFRESH_S. One follower serves every model version (the table is not
+    the model's).
+    """
+    if settings.trending is None:
+        return None
+    options = settings.trending
+    client = aws_client("dynamodb", settings.dynamodb)
+    table = TrendingTable(client, options.table_name, options.config.shards)
+    return LiveTrending(table, options.config, refresh_s=options.refresh_s)
+
+
+trending = follow_trending()
+
+
 def follow_catalog(table_name: str | None, serving: Recommender | None = None) -> LiveCatalog | None:
     """The catalog table's live view over the model's items (read whole on first use, then its changes)."""
     serving = serving or recommender
@@ -108,6 +128,7 @@ def with_live_catalog(serving: Recommender) -> Recommender:
     serving.live = follow_catalog(settings.catalog_table, serving) or (
         LiveCatalog(serving.catalog) if serving.catalog is not None else None
     )
+    serving.trending = trending
     return serving
 
 
@@ -197,11 +218,13 @@ def renew_after_restore() -> None:
     Recommendation ids and exploration seeds come from os.urandom (rtrec.paging) per request, so
     nothing else made at init must differ between copies.
     """
-    global user_states, model_updates, experiments
+    global user_states, model_updates, experiments, trending
     user_states = UserStateStore.from_client(aws_client("dynamodb", settings.dynamodb), settings.table_name)
     model_updates = follow_registry(settings.registry)  # its SSM and S3 clients too
     if settings.experiments is not None:
         experiments = watch_experiments(settings.experiments, _experiment_failure)
+    trending = follow_trending()
+    recommender.trending = trending
 
 
 if recommender.load_error:
@@ -231,6 +254,7 @@ def get_recommendations():
         except paging.InvalidCursor as error:  # a well-formed id that no page continues: nothing found
             raise RequestError(404, "no such page", [f"query.after: {error}"]) from None
     _follow_catalog()
+    _follow_trending()
     state, read_failure = _read_state(user_id)
     if request.after is not None:
         root, page = request.after.root, request.after.page + 1
@@ -266,6 +290,7 @@ def rank_items():
     api_requests.no_parameters(event.query_string_parameters)
     item_ids = api_requests.rank_item_ids(event.headers, event.body, event.is_base64_encoded)
     recommendation_id = _new_recommendation_id()
+    _follow_trending()
     state, read_failure = _read_state(user_id)
     serving, assignment = _serving(user_id)
     outcome = serving.rank(state, item_ids)
@@ -291,6 +316,7 @@ def get_similar_items(item_id: str):
     user_id = _caller()
     request = api_requests.similar(item_id, app.current_event.query_string_parameters)
     _follow_catalog()
+    _follow_trending()
     serving, assignment = _serving(user_id)
     outcome = serving.similar(request.item_id, request.k, request.item_filter)
     if outcome is None:
@@ -489,6 +515,18 @@ def _follow_catalog() -> None:
     live = recommender.live
     if live is not None and live.maybe_refresh():
         metrics.add_metric(name="CatalogRefreshes", unit=MetricUnit.Count, value=1)
+
+
+def _follow_trending() -> None:
+    """Read the trending counters again when the last look is older than the refresh interval.
+
+    A failed read keeps the last scores (or the artifact's counts before the first success).
+    """
+    if trending is None:
+        return
+    refreshed = trending.maybe_refresh()
+    if refreshed is False:
+        metrics.add_metric(name="TrendingReadFailures", unit=MetricUnit.Count, value=1)
 
 
 def _json(payload: dict[str, Any]) -> Response:

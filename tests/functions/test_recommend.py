@@ -518,6 +518,11 @@ def test_template_routes_every_recommend_path_through_the_jwt_authorizer_with_a_
             "Action": ["dynamodb:Query"],
             "Resource": {"Fn::Sub": "${CatalogTable.Arn}/index/ByUpdate"},
         },
+        {
+            "Effect": "Allow",
+            "Action": ["dynamodb:Query"],
+            "Resource": {"Fn::GetAtt": ["TrendingTable", "Arn"]},
+        },
     ]
     function = resources["RecommendFunction"]["Properties"]
     assert function["Handler"] == "app.lambda_handler" and function["Runtime"] == "python3.12"

@@ -195,6 +195,9 @@ class BatchOutcome:
     write_conflicts: int = 0
     deadline_skipped: int = 0
     max_lag_ms: int | None = None
+    # The events written to user states by this batch, once each (no duplicates, no redeliveries, no
+    # dead letters): what the trending counters add (rtrec.trending).
+    applied_events: list[Event] = field(default_factory=list)
 
     def response(self) -> dict[str, Any]:
         """The ReportBatchItemFailures answer."""
@@ -282,6 +285,7 @@ class BatchIngestor:
                     outcome.deadline_skipped += len(entries) - user.failed_from
             applied = [event for result in user.results for event in result.applied]
             outcome.applied += len(applied)
+            outcome.applied_events.extend(applied)
             outcome.duplicates += sum(len(result.duplicates) for result in user.results)
             if applied:
                 outcome.users_written += 1

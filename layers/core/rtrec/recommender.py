@@ -8,7 +8,7 @@ popularity and marks the outcome degraded, so the API keeps serving.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +21,7 @@ from rtrec.features import PAD_INDEX, Catalog, HistoryStep, encode_history
 from rtrec.ranking import Pick, RankingRules
 from rtrec.rotation import Demotion, log_multipliers
 from rtrec.state import item_key
+from rtrec.trending import PopularityCache
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -53,6 +54,16 @@ class ScorerLike(Protocol):
         exclude: NDArray[Any] | None = None,
         new_items: int = 0,
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]: ...
+
+
+class PopularitySource(Protocol):
+    """Live item popularity (``rtrec.trending.LiveTrending``): a vector over an index space."""
+
+    generation: int  # changes whenever the vector would
+
+    def vector(
+        self, prior: NDArray[Any] | None, size: int, index_of: Callable[[str], int]
+    ) -> NDArray[np.float64]: ...
 
 
 class StateLike(Protocol):
@@ -133,6 +144,9 @@ class Recommender:
         self.load_error = load_error
         self.live = live
         self._new_items: NewItems | None = None
+        # Live popularity from the stream (rtrec.trending); None = the artifact's training-split counts.
+        self.trending: PopularitySource | None = None
+        self._popularity = PopularityCache()
         if catalog is not None:
             # Category names per catalog index (0 = padding), built once: every answer lists them.
             names = catalog.categories
@@ -163,6 +177,26 @@ class Recommender:
             catalog = None
             load_error += f"; catalog failed to load: {type(error).__name__}: {error}"
         return cls(catalog, None, config, load_error)
+
+    def popularity(self) -> NDArray[np.float32]:
+        """Item popularity over the serving index space (position i - 1 is index i; new items after
+        the model's): the live trending vector with the artifact's counts as its prior, or those counts.
+
+        The one popularity every popular answer uses: cold start, the fallback, ``rank``'s order.
+        """
+        assert self.catalog is not None
+        catalog, live, trending = self.catalog, self.live, self.trending
+        size = len(live) if live is not None else len(catalog)
+        index_of = live.index_of if live is not None else catalog.index_of
+        if trending is None:
+            key: Any = ("static", size, live.generation if live is not None else None)
+            return self._popularity.get(key, lambda: _padded(catalog.popularity, size))
+        # The follower itself is in the key (compared by identity): a new one (after a SnapStart
+        # restore) starts its generations again.
+        key = (trending, trending.generation, size, live.generation if live is not None else None)
+        return self._popularity.get(
+            key, lambda: trending.vector(catalog.popularity, size, index_of).astype(np.float32)
+        )
 
     @property
     def model_version(self) -> str | None:
@@ -420,7 +454,7 @@ class Recommender:
         mask = self.live.mask(item_filter) if self.live is not None else np.ones(size + 1, dtype=bool)
         mask[[PAD_INDEX, index]] = False
         if self.scorer is None or not hasattr(self.scorer, "item_vectors"):
-            popularity = np.concatenate([[0.0], self.catalog.popularity, np.zeros(size - len(self.catalog))])
+            popularity = np.concatenate([[0.0], self.popularity()[:size]])
             order = [
                 int(i) for i in np.argsort(-np.where(mask, popularity, -np.inf), kind="stable")[:k] if mask[i]
             ]
@@ -491,7 +525,7 @@ class Recommender:
             return Outcome([], SOURCE_MODEL, unknown_item_ids=unknown)
         if failure is None and self.scorer is None:
             failure = self.load_error
-        popularity = catalog.popularity[candidates - 1] if candidates.size else np.zeros(0)
+        popularity = self.popularity()[candidates - 1] if candidates.size else np.zeros(0)
         top = float(popularity.max()) if popularity.size and popularity.max() > 0 else 1.0
         order = np.argsort(-popularity, kind="stable")
         reason = ranking.REASON_COLD_START if source == SOURCE_COLD_START else ranking.REASON_POPULAR
@@ -541,8 +575,8 @@ class Recommender:
     ) -> list[Pick]:
         assert self.catalog is not None
         return ranking.popular(
-            self.catalog.popularity,
-            mask[: len(self.catalog) + 1],  # the model's items: new items have no popularity yet
+            self.popularity()[: len(self.catalog)],
+            mask[: len(self.catalog) + 1],  # the model's items (the cap rule knows their categories)
             self.catalog.category_ids,
             rules,
             reason=reason,
@@ -553,6 +587,14 @@ class Recommender:
 
     def _failure(self, degraded: bool) -> str | None:
         return self.load_error if degraded else None
+
+
+def _padded(popularity: NDArray[Any], size: int) -> NDArray[np.float32]:
+    """The artifact's counts over ``size`` items (items after the model's have none)."""
+    values = np.zeros(size, dtype=np.float32)
+    count = min(size, len(popularity))
+    values[:count] = popularity[:count]
+    return values
 
 
 def _ids(history: Iterable[HistoryStep]) -> list[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from rtrec.catalog import InvalidFilter, ItemFilter, parse_filter
 from rtrec.limits import RateLimit
 from rtrec.stores.clients import ClientTimeouts
+from rtrec.trending import TrendingConfig
 
 DAY_S = 24 * 3600
 
@@ -144,6 +145,43 @@ class ExperimentSettings:
 
 
 @dataclass(frozen=True)
+class TrendingSettings:
+    """Live item popularity (rtrec.trending): the table and how counts are bucketed, decayed, read.
+
+    ``TRENDING_TABLE`` empty = off (the artifact's static popularity only). Ingest and recommend must
+    read the same bucket width, window and shard count: the template sets them once for both.
+    """
+
+    table_name: str
+    config: TrendingConfig
+    # Recommend only: how often a container reads the open buckets again.
+    refresh_s: float
+
+    @classmethod
+    def from_env(cls, env: _Reader) -> TrendingSettings | None:
+        table_name = (env.environ.get("TRENDING_TABLE") or "").strip()
+        if not table_name:
+            return None
+        config = TrendingConfig(
+            bucket_s=env.integer("TRENDING_BUCKET_S", DAY_S, 60, 7 * DAY_S),
+            half_life_s=env.number("TRENDING_HALF_LIFE_S", 7 * DAY_S, 60, 365 * DAY_S),
+            # Every bucket of the window costs one Query per shard at a container's first refresh.
+            window_buckets=env.integer("TRENDING_WINDOW_BUCKETS", 28, 1, 500),
+            shards=env.integer("TRENDING_SHARDS", 4, 1, 64),
+            prior_events=env.number("TRENDING_PRIOR_EVENTS", 50, 0, 1e9),
+        )
+        if config.window_buckets * config.shards > 2000:
+            raise SettingsError(
+                "TRENDING_WINDOW_BUCKETS x TRENDING_SHARDS must be at most 2000 (one Query each per refresh)"
+            )
+        return cls(
+            table_name=table_name,
+            config=config,
+            refresh_s=env.number("TRENDING_REFRESH_S", 60, 1, 3600),
+        )
+
+
+@dataclass(frozen=True)
 class CollectSettings:
     """POST /v1/events: where events go and how long a write may take."""
 
@@ -186,6 +224,8 @@ class IngestSettings:
     deadline_reserve_ms: int
     dynamodb: ClientTimeouts
     sqs: ClientTimeouts
+    # Live item popularity: the applied events' counts; None = off.
+    trending: TrendingSettings | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestSettings:
@@ -206,6 +246,7 @@ class IngestSettings:
                 "DYNAMODB", connect_s=1.0, read_s=2.0, attempts=3, limit_s=10, max_attempts=10
             ),
             sqs=env.timeouts("SQS", connect_s=1.0, read_s=2.0, attempts=3, limit_s=10, max_attempts=10),
+            trending=TrendingSettings.from_env(env),
         )
 
 
@@ -236,6 +277,8 @@ class RecommendSettings:
     rotation_rate: float = 0.1
     rotation_time_s: int = 7_200
     paging_window_s: int = 1_800
+    # Live item popularity for cold users and the popular fallback; None = the artifact's counts.
+    trending: TrendingSettings | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RecommendSettings:
@@ -275,6 +318,7 @@ class RecommendSettings:
             rotation_rate=env.number("ROTATION_RATE", 0.1, 0.0, 1.0),
             rotation_time_s=env.integer("ROTATION_TIME_SECONDS", 7_200, 60, 86_400),
             paging_window_s=env.integer("PAGING_WINDOW_SECONDS", 1_800, 60, 86_400),
+            trending=TrendingSettings.from_env(env),
         )
 
 
