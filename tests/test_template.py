@@ -552,7 +552,8 @@ def _alarm_on(resources: dict, namespace: str, metric: str, **dimensions) -> str
     matches = [
         name
         for name, alarm in _alarms(resources).items()
-        if alarm["Properties"]["Namespace"] == namespace
+        if "Metrics" not in alarm["Properties"]  # metric-math alarms are checked on their own
+        and alarm["Properties"]["Namespace"] == namespace
         and alarm["Properties"]["MetricName"] == metric
         and {d["Name"]: d["Value"] for d in alarm["Properties"]["Dimensions"]} == dimensions
     ]
@@ -1228,3 +1229,27 @@ def test_ingest_only_adds_to_and_recommend_only_queries_the_trending_table(cfn):
             a for s in _statements(cfn[f"{function}Role"]) if s["Resource"] == trending for a in _actions(s)
         ]
         assert granted == [action], function
+
+
+def test_the_fail_safe_paths_have_one_alarm_over_every_metric_they_emit(cfn):
+    """A model that will not load, a rejected experiment, trending that cannot be written or read: each keeps
+    the last good one serving (no error, no degraded answer), so only these metrics say it is stuck."""
+    alarm = cfn["FailSafePathsAlarm"]["Properties"]
+    stats = {q["Id"]: q["MetricStat"] for q in alarm["Metrics"] if "MetricStat" in q}
+    (total,) = [q for q in alarm["Metrics"] if q.get("ReturnData")]
+    assert set(re.findall(r"[a-z]+", total["Expression"].removeprefix("SUM"))) == set(stats)
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    names = set()
+    for stat in stats.values():
+        metric = stat["Metric"]
+        assert metric["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"]
+        assert metric["Dimensions"] == [{"Name": "service", "Value": variables["POWERTOOLS_SERVICE_NAME"]}]
+        names.add(metric["MetricName"])
+    handlers = "".join(p.read_text() for p in (REPO_ROOT / "functions").glob("*/app.py"))
+    emitted = {
+        n
+        for n in re.findall(r'"([A-Z][A-Za-z]+(?:Failures|Rejected))"', handlers)
+        if n.startswith(("Model", "Experiment", "Trending"))
+    }
+    assert names == emitted, (names, emitted)
+    assert alarm["Threshold"] == 0 and alarm["TreatMissingData"] == "notBreaching"
