@@ -303,33 +303,7 @@ def train_candidate(
         "version": version,
         "quantization": ARTIFACT_MODE,
         "shortlist_size": train_module.SHORTLIST_SIZE,
-        "inputs": {
-            "items": {"dtype": "int32", "shape": [1, 50], "meaning": "rtrec.features.encode_history items"},
-            "signals": {
-                "dtype": "int32",
-                "shape": [1, 50],
-                "meaning": "rtrec.features.encode_history signals",
-            },
-            "candidates": {"dtype": "int32", "shape": [1, -1], "meaning": "catalog indices, 0 = padding"},
-        },
-        "outputs": {
-            "scores": {
-                "dtype": "float32",
-                "shape": [1, -1],
-                "meaning": "logit per candidate, higher = better",
-            },
-            "interests": {
-                "dtype": "float32",
-                "shape": [1, len(catalog.categories)],
-                "meaning": "softmax over the categories of items.json",
-            },
-            "user_vector": {
-                "dtype": "float32",
-                "shape": [1, item_embeddings.shape[1]],
-                "meaning": "retrieval",
-            },
-        },
-        "item_embeddings": "item_embeddings.npz: int8 [N+1, D] with per-row float32 scale",
+        **train_module.artifact_signature(catalog, item_embeddings),
         "data": {
             "source": dataset.name,
             "fingerprint": dataset.fingerprint,

@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -314,6 +315,39 @@ def load_scorer(model_bytes: bytes, prepared: dict, item_embeddings: np.ndarray,
     return Scorer.load(tmp, interpreter_module=interpreter_module)
 
 
+def artifact_signature(catalog: Any, item_embeddings: Any) -> dict[str, Any]:
+    """The serving graph's inputs and outputs as metadata.json states them (make model and retrain)."""
+    return {
+        "inputs": {
+            "items": {"dtype": "int32", "shape": [1, 50], "meaning": "rtrec.features.encode_history items"},
+            "signals": {
+                "dtype": "int32",
+                "shape": [1, 50],
+                "meaning": "rtrec.features.encode_history signals",
+            },
+            "candidates": {"dtype": "int32", "shape": [1, -1], "meaning": "catalog indices, 0 = padding"},
+        },
+        "outputs": {
+            "scores": {
+                "dtype": "float32",
+                "shape": [1, -1],
+                "meaning": "logit per candidate, higher = better",
+            },
+            "interests": {
+                "dtype": "float32",
+                "shape": [1, len(catalog.categories)],
+                "meaning": "softmax over the categories of items.json",
+            },
+            "user_vector": {
+                "dtype": "float32",
+                "shape": [1, item_embeddings.shape[1]],
+                "meaning": "for retrieval",
+            },
+        },
+        "item_embeddings": "item_embeddings.npz: int8 [N+1, D] with per-row float32 scale",
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=DEFAULT_DATA, help="movielens, ecommerce or a directory")
@@ -404,33 +438,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "quantization": args.mode,
         "shortlist_size": SHORTLIST_SIZE,
-        "inputs": {
-            "items": {"dtype": "int32", "shape": [1, 50], "meaning": "rtrec.features.encode_history items"},
-            "signals": {
-                "dtype": "int32",
-                "shape": [1, 50],
-                "meaning": "rtrec.features.encode_history signals",
-            },
-            "candidates": {"dtype": "int32", "shape": [1, -1], "meaning": "catalog indices, 0 = padding"},
-        },
-        "outputs": {
-            "scores": {
-                "dtype": "float32",
-                "shape": [1, -1],
-                "meaning": "logit per candidate, higher = better",
-            },
-            "interests": {
-                "dtype": "float32",
-                "shape": [1, len(catalog.categories)],
-                "meaning": "softmax over the categories of items.json",
-            },
-            "user_vector": {
-                "dtype": "float32",
-                "shape": [1, item_embeddings.shape[1]],
-                "meaning": "for retrieval",
-            },
-        },
-        "item_embeddings": "item_embeddings.npz: int8 [N+1, D] with per-row float32 scale",
+        **artifact_signature(catalog, item_embeddings),
         "data": {
             "source": dataset.name,
             "fingerprint": prepared["data_sha256"],
