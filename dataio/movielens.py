@@ -109,6 +109,22 @@ def _columns(header: str) -> dict[str, int]:
     return {name.split(":")[0]: i for i, name in enumerate(header.split("\t"))}
 
 
+def titles_from_wheel(wheel: Path) -> dict[str, str]:
+    """Movie titles ("Title (year)") by item id, read from the dataset wheel (never written anywhere)."""
+    with zipfile.ZipFile(wheel) as archive:
+        lines = archive.read(f"{DATASET_PREFIX}.item").decode("latin-1").splitlines()
+    columns = _columns(lines[0])
+    titles = {}
+    for line in lines[1:]:
+        fields = line.split("\t")
+        if len(fields) <= columns["movie_title"]:
+            continue
+        title = fields[columns["movie_title"]]
+        year = fields[columns["release_year"]] if len(fields) > columns["release_year"] else ""
+        titles[fields[columns["item_id"]]] = f"{title} ({year})" if year else title
+    return titles
+
+
 def parse_dataset(inter_text: str, item_text: str) -> Interactions:
     """Parse RecBole atomic files (.inter and .item, tab-separated with typed headers)."""
     inter_lines = inter_text.splitlines()

@@ -19,7 +19,6 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-import zipfile
 from collections import Counter
 from typing import Any
 
@@ -74,19 +73,7 @@ class Api:
 
 def load_titles() -> dict[str, str]:
     """Movie titles by item id, read from the dataset wheel now (never written anywhere)."""
-    wheel = data_module.fetch_wheel()
-    with zipfile.ZipFile(wheel) as archive:
-        lines = archive.read(f"{data_module.DATASET_PREFIX}.item").decode("latin-1").splitlines()
-    columns = {name.split(":")[0]: i for i, name in enumerate(lines[0].split("\t"))}
-    titles = {}
-    for line in lines[1:]:
-        fields = line.split("\t")
-        if len(fields) <= columns["movie_title"]:
-            continue
-        title = fields[columns["movie_title"]]
-        year = fields[columns["release_year"]] if len(fields) > columns["release_year"] else ""
-        titles[fields[columns["item_id"]]] = f"{title} ({year})" if year else title
-    return titles
+    return data_module.titles_from_wheel(data_module.fetch_wheel())
 
 
 def step(number: int, text: str) -> None:

@@ -18,7 +18,6 @@ import json
 import logging
 import re
 import threading
-import zipfile
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -117,18 +116,7 @@ def cached_movielens_titles(model_dir: Path) -> dict[str, str]:
     if movielens.sha256_of(wheel) != movielens.WHEEL_SHA256:
         log.warning("%s does not have the pinned checksum: no titles", wheel)
         return {}
-    with zipfile.ZipFile(wheel) as archive:
-        lines = archive.read(f"{movielens.DATASET_PREFIX}.item").decode("latin-1").splitlines()
-    columns = {name.split(":")[0]: i for i, name in enumerate(lines[0].split("\t"))}
-    titles = {}
-    for line in lines[1:]:
-        fields = line.split("\t")
-        if len(fields) <= columns["movie_title"]:
-            continue
-        title = fields[columns["movie_title"]]
-        year = fields[columns["release_year"]] if len(fields) > columns["release_year"] else ""
-        titles[fields[columns["item_id"]]] = f"{title} ({year})" if year else title
-    return titles
+    return movielens.titles_from_wheel(wheel)
 
 
 def _json(value: object) -> bytes:
