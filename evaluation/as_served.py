@@ -32,6 +32,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from model_build.report_sections import put_section
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "template.yaml"
 REPORT_MD = REPO_ROOT / "model_build" / "report.md"
@@ -284,20 +286,6 @@ def report_section(
         lines.append(f"| {variant} | {r['hr@10']:.4f} | {r['ndcg@10']:.4f} | {r['top_category_share']:.2f} |")
     lines += ["", f"Model version {version}.", SECTION_END.format(name=name), ""]
     return "\n".join(lines)
-
-
-def put_section(markdown: str, name: str, section: str) -> str:
-    """`markdown` with the section `name` replaced by `section` (appended when it is not there)."""
-    pattern = re.compile(
-        re.escape(SECTION_BEGIN.format(name=name))
-        + ".*?"
-        + re.escape(SECTION_END.format(name=name))
-        + r"\n?",
-        re.DOTALL,
-    )
-    if pattern.search(markdown):
-        return pattern.sub(lambda _: section, markdown, count=1)
-    return markdown.rstrip("\n") + "\n\n" + section
 
 
 def main(argv: list[str] | None = None) -> None:

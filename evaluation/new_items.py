@@ -42,6 +42,7 @@ import numpy as np
 
 from dataio.movielens import Interactions, load_movielens, time_cutoff
 from model_build import data as model_data
+from model_build import report_sections
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO_ROOT / "template.yaml"
@@ -412,13 +413,7 @@ def section(report: dict[str, Any]) -> str:
 def put_section(path: Path, text: str) -> None:
     """Replace the section in ``path``, or append it."""
     markdown = path.read_text() if path.exists() else ""
-    start, end = markdown.find(SECTION_BEGIN), markdown.find(SECTION_END)
-    if start >= 0 and end > start:
-        tail = markdown[end + len(SECTION_END) :].lstrip("\n")
-        markdown = markdown[:start] + text + tail
-    else:
-        markdown = markdown.rstrip("\n") + "\n\n" + text
-    path.write_text(markdown)
+    path.write_text(report_sections.put_section(markdown, SECTION, text))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from model_build import train as train_module
 from model_build.data import Examples, new_item_positions
 from model_build.metrics import summary, top_k, top_k_agreement
+from model_build.report_sections import put_section
 
 HERE = Path(__file__).resolve().parent
 REPORT_JSON = HERE / "report.json"
@@ -266,20 +267,6 @@ def dataset_section(report: dict, name: str, detail_file: str) -> str:
 def keep_sections(old_markdown: str) -> list[str]:
     """The other datasets' sections of an existing report.md."""
     return [match.group(0).rstrip("\n") + "\n" for match in SECTION_PATTERN.finditer(old_markdown)]
-
-
-def put_section(markdown: str, name: str, section: str) -> str:
-    """`markdown` with the section `name` replaced by `section` (appended when it is not there)."""
-    pattern = re.compile(
-        re.escape(SECTION_BEGIN.format(name=name))
-        + ".*?"
-        + re.escape(SECTION_END.format(name=name))
-        + r"\n?",
-        re.DOTALL,
-    )
-    if pattern.search(markdown):
-        return pattern.sub(lambda _: section, markdown, count=1)
-    return markdown.rstrip("\n") + "\n\n" + section
 
 
 def evaluate(prepared: dict, scorer, keras_model, chunk: int = 256) -> dict:
