@@ -176,3 +176,23 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 20.0, interval_s: 
             return value
         time.sleep(interval_s)
     raise AssertionError("condition not met in time")
+
+
+def create_trending_table(name: str) -> Any:
+    """The TrendingTable as the template defines it (pk + item_id, on demand), in moto."""
+    import boto3
+
+    table = boto3.resource("dynamodb").create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "item_id", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "item_id", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    table.wait_until_exists()
+    return table

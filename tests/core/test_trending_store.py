@@ -8,6 +8,7 @@ from botocore.exceptions import ClientError
 
 from rtrec.stores.errors import StoreRejected, StoreUnavailable
 from rtrec.stores.trending import TrendingTable, partition_key, shard_of
+from tests.builders import create_trending_table
 
 TABLE = "test-trending"
 BUCKET = 498_836
@@ -16,20 +17,7 @@ BUCKET = 498_836
 @pytest.fixture
 def trending_table(aws):
     """The TrendingTable as the template defines it (pk + item_id, on demand)."""
-    table = boto3.resource("dynamodb").create_table(
-        TableName=TABLE,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "item_id", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "item_id", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    table.wait_until_exists()
-    return table
+    return create_trending_table(TABLE)
 
 
 def test_adds_accumulate_on_the_items_sharded_key_with_its_ttl(trending_table):

@@ -15,7 +15,7 @@ from rtrec.stores.errors import classify
 from rtrec.stores.trending import TrendingTable
 from rtrec.stores.user_state import UserStateStore
 from rtrec.trending import TrendingConfig, TrendingRecorder
-from tests.builders import FakeContext, event_record, kinesis_record, sequence_numbers
+from tests.builders import FakeContext, create_trending_table, event_record, kinesis_record, sequence_numbers
 
 NOW = 1_795_809_610_000
 CONFIG = TrendingConfig(bucket_s=3600, half_life_s=3600, window_buckets=24, shards=3)
@@ -48,18 +48,7 @@ class Broken:
 def trending_counts(user_state_table, monkeypatch):
     """The ingest handler with a state store and a trending table in moto; returns counts of the bucket."""
     dynamodb = boto3.client("dynamodb")
-    dynamodb.create_table(
-        TableName="test-trending",
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "item_id", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "item_id", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_trending_table("test-trending")
     sqs = boto3.client("sqs")
     states = FlakyStates(user_state_table.name)
     ingestor = BatchIngestor(

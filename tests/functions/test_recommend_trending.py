@@ -13,7 +13,7 @@ from functions.recommend import app as recommend_app
 from rtrec.stores.errors import StoreUnavailable
 from rtrec.stores.trending import TrendingTable
 from rtrec.trending import LiveTrending, TrendingConfig
-from tests.builders import FakeContext, http_event
+from tests.builders import FakeContext, create_trending_table, http_event
 
 NOW = 1_795_809_600_000
 CONFIG = TrendingConfig(bucket_s=3600, half_life_s=6 * 3600, window_buckets=24, shards=2, prior_events=50)
@@ -29,18 +29,7 @@ class Clock:
 def live(aws, monkeypatch):
     """The real handler following a trending table in moto (fixed clocks); returns helpers."""
     dynamodb = boto3.client("dynamodb")
-    dynamodb.create_table(
-        TableName="test-trending",
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "item_id", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "item_id", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_trending_table("test-trending")
     table = TrendingTable(dynamodb, "test-trending", CONFIG.shards)
     clock = Clock()
     follower = LiveTrending(
