@@ -172,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         catalog.put(new_item)
         time.sleep(0.6)  # the recommend function looks at the catalog's change feed every CATALOG_REFRESH_S
         after = api.recommendations(user, 10)
-        promoted = [i["item_id"] for i in after["items"] if i["reason"] == "promoted"]
-        print(f"      promoted in the next answer: {promoted}")
+        # A promotion slot goes to it unless the organic list already holds it (as a new item or by score).
+        placed = [(n + 1, i["reason"]) for n, i in enumerate(after["items"]) if i["item_id"] == "brand-new-1"]
+        print(f"      in the next answer (position, reason): {placed or 'not shown'}")
         _, body = api.call("GET", "/v1/items/brand-new-1/similar?k=5", user)
         show("its neighbours, from its categories", body)
         catalog.put(CatalogItem(**{**new_item.__dict__, "available": False}))
